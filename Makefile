@@ -1,0 +1,22 @@
+.PHONY: install test test-all export clean docs-html bench
+
+install:
+	pip install -e ".[dev]"
+
+export:
+	nbdev_export
+
+clean:
+	nbdev_clean
+
+test:
+	nbdev_test --n_workers 2 --timing && pytest tests/ -q -p no:cacheprovider
+
+test-all:
+	nbdev_test --n_workers 2 --flags "slow gpu" --timing && pytest tests/ -q
+
+docs-html:
+	python tools/build_html_docs.py --out _site
+
+bench:
+	python benchmarks/hausdorff.py && python benchmarks/krylov.py && python benchmarks/hvp.py && python benchmarks/aif.py

@@ -1,0 +1,179 @@
+#!/usr/bin/env python
+"""Build the documentation book as static HTML without Quarto.
+
+Quarto (which `nbdev_docs` needs) cannot be installed everywhere. This script executes every
+notebook in `nbs/` (each in its own process, with execnb, the executor `nbdev_test` uses; cells
+flagged `slow`/`gpu`/`notest` are skipped and say so), converts them to HTML with nbconvert, serves
+MathJax from a local copy (jupyter-server-mathjax) so formulas render offline, and adds the sidebar of
+`nbs/sidebar.yml` to every page. `index.ipynb` becomes `index.html`.
+
+    python tools/build_html_docs.py --out _site [--only 00_sets 04_toy] [--workers 2] [--full]
+
+`--full` runs the notebooks at full size (without IN_TEST); the default is the CI sizes.
+"""
+from __future__ import annotations
+import argparse, html, json, os, re, shutil, subprocess, sys, time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NBS = ROOT/'nbs'
+SKIP_FLAGS = {'slow', 'gpu', 'notest'}
+
+def _directives(src: str) -> dict:
+    out = {}
+    for line in src.splitlines():
+        m = re.match(r'^\s*#\s*\|\s*(\S+)(.*)$', line)
+        if not m: break
+        out[m.group(1)] = m.group(2).split()
+    return out
+
+def sidebar() -> list[tuple[str|None, list[str]]]:
+    "Sections of nbs/sidebar.yml as (title, [notebook, ...])."
+    import yaml
+    y = yaml.safe_load((NBS/'sidebar.yml').read_text())
+    secs = []
+    for item in y['website']['sidebar']['contents']:
+        if isinstance(item, str): secs.append((None, [item]))
+        else: secs.append((item['section'], list(item['contents'])))
+    return secs
+
+def execute(nb_path: Path, dest: Path, full: bool=False) -> tuple[str, float, str]:
+    "Execute `nb_path` into `dest` in a fresh process; return (name, seconds, error text)."
+    code = f"""
+import os, sys
+{'' if full else "os.environ['IN_TEST'] = '1'"}
+os.environ.setdefault('MPLBACKEND', 'module://matplotlib_inline.backend_inline')
+from execnb.nbio import read_nb, write_nb
+from execnb.shell import CaptureShell
+import re
+SKIP = {sorted(SKIP_FLAGS)!r}
+def flags(src):
+    out = set()
+    for line in src.splitlines():
+        m = re.match(r'^\\s*#\\s*\\|\\s*(\\S+)', line)
+        if not m: break
+        out.add(m.group(1))
+    return out
+nb = read_nb({str(nb_path)!r})
+os.chdir({str(nb_path.parent)!r})
+def pre(cell):
+    if cell.cell_type != 'code': return True
+    if 'nbdev_export(' in cell.source: return True
+    f = flags(cell.source)
+    if f & set(SKIP):
+        cell.outputs = [dict(output_type='stream', name='stdout',
+                             text='[not executed in this build: cell flagged ' + ', '.join(sorted(f & set(SKIP))) + ']\\n')]
+        return True
+    return False
+sh = CaptureShell()
+err = ''
+try: sh.run_all(nb, exc_stop=True, preproc=pre)
+except Exception as e: err = f'{{type(e).__name__}}: {{e}}'
+write_nb(nb, {str(dest)!r})
+if err: print('ERROR', err); sys.exit(1)
+"""
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    return nb_path.stem, time.perf_counter() - t0, ('' if r.returncode == 0 else (r.stdout + r.stderr)[-3000:])
+
+def _title(nb: dict, fallback: str) -> tuple[str, str]:
+    for c in nb['cells']:
+        if c['cell_type'] == 'markdown':
+            src = ''.join(c['source'])
+            m = re.search(r'^#\s+(.+)$', src, re.M)
+            if m:
+                sub = re.search(r'^>\s*(.+)$', src, re.M)
+                return m.group(1).strip(), (sub.group(1).strip() if sub else '')
+    return fallback, ''
+
+def _page_href(nbname: str) -> str:
+    return 'index.html' if nbname == 'index.ipynb' else nbname.replace('.ipynb', '.html')
+
+def convert(executed: Path, out: Path, nav_html: str) -> dict:
+    "Convert an executed notebook to HTML; return facts the docs test checks (title, images, math)."
+    import nbformat
+    from nbconvert import HTMLExporter
+    nb = nbformat.read(str(executed), as_version=4)
+    title, subtitle = _title(nb, executed.stem)
+    cells = []
+    for c in nb.cells:
+        if c.cell_type == 'code':
+            d = _directives(c.source)
+            if 'hide' in d or 'exporti' in d or 'nbdev_export(' in c.source: continue
+            if 'default_exp' in d and len(c.source.strip().splitlines()) == 1: continue
+            if 'hide_input' in d or 'echo:' in d and d['echo:'] == ['false']: c.source = ''
+            else: c.source = '\n'.join(l for l in c.source.splitlines() if not re.match(r'^\s*#\s*\|', l)).strip('\n')
+        cells.append(c)
+    for c in cells:  # show_doc writes Quarto attributes ({target=...}) that plain markdown shows verbatim
+        for o in c.get('outputs', []):
+            if 'text/markdown' in o.get('data', {}):
+                o['data']['text/markdown'] = re.sub(r'\{[^{}\n]*(target|style)=[^{}\n]*\}', '', o['data']['text/markdown'])
+    nb.cells = cells
+    n_img = sum(1 for c in nb.cells if c.cell_type == 'code' for o in c.get('outputs', [])
+                if 'data' in o and any(k.startswith('image/') for k in o['data']))
+    has_math = any(c.cell_type == 'markdown' and re.search(r'\$[^$\n]+\$', c.source) for c in nb.cells)
+    nb.metadata['title'] = title
+    exp = HTMLExporter(template_name='lab', exclude_input_prompt=True, exclude_output_prompt=True)
+    exp.mathjax_url = 'mathjax/MathJax.js?config=TeX-AMS_CHTML-full'
+    body, _ = exp.from_notebook_node(nb, resources={'metadata': {'name': title}})
+    style = ('<style>.setsens-nav{position:fixed;top:0;left:0;width:230px;height:100%;overflow:auto;'
+             'padding:12px;font:14px sans-serif;background:#f7f7f9;border-right:1px solid #ddd}'
+             '.setsens-nav h4{margin:14px 0 4px;font-size:13px;color:#555}.setsens-nav a{display:block;padding:2px 0}'
+             '.setsens-nav a.current{font-weight:bold}body{margin-left:250px!important}</style>')
+    body = body.replace('</head>', style + '</head>', 1)
+    body = re.sub(r'(<body[^>]*>)', r'\1' + nav_html.replace('\\', r'\\'), body, count=1)
+    dest = out/_page_href(executed.stem + '.ipynb')
+    dest.write_text(body)
+    return dict(page=dest.name, title=title, subtitle=subtitle, images=n_img, math=has_math)
+
+def nav(secs, current: str, titles: dict) -> str:
+    parts = ['<nav class="setsens-nav"><a href="index.html"><b>setsens</b></a>']
+    for sec, items in secs:
+        if sec: parts.append(f'<h4>{html.escape(sec)}</h4>')
+        for it in items:
+            if it not in titles: continue
+            cls = ' class="current"' if it == current else ''
+            parts.append(f'<a{cls} href="{_page_href(it)}">{html.escape(titles[it])}</a>')
+    parts.append('</nav>')
+    return ''.join(parts)
+
+def build(out: Path, only: list[str]|None=None, workers: int=2, full: bool=False) -> dict:
+    import nbformat
+    import jupyter_server_mathjax
+    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    mj = Path(jupyter_server_mathjax.__file__).parent/'static'
+    if not (out/'mathjax').exists(): shutil.copytree(mj, out/'mathjax')
+    secs = sidebar()
+    order = [it for _, items in secs for it in items]
+    nbs = [NBS/n for n in order if (NBS/n).exists()]
+    if only: nbs = [p for p in nbs if p.stem in only or p.name in only]
+    work = out/'_executed'; work.mkdir(exist_ok=True)
+    with ThreadPoolExecutor(workers) as ex:
+        res = list(ex.map(lambda p: execute(p, work/p.name, full), nbs))
+    errors = {n: e for n, _, e in res if e}
+    for n, s, e in res: print(f"  executed {n:<18} {s:6.1f} s {'FAILED' if e else ''}", flush=True)
+    titles = {p.name: _title(json.loads((work/p.name).read_text()), p.stem)[0] for p in nbs if (work/p.name).exists()}
+    pages = []
+    for p in nbs:
+        if not (work/p.name).exists(): continue
+        pages.append(convert(work/p.name, out, nav(secs, p.name, titles)))
+    manifest = dict(pages=pages, errors=errors)
+    (out/'manifest.json').write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--out', type=Path, default=ROOT/'_site')
+    ap.add_argument('--only', nargs='*')
+    ap.add_argument('--workers', type=int, default=2)
+    ap.add_argument('--full', action='store_true', help='run notebooks at full size (no IN_TEST)')
+    a = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    m = build(a.out, a.only, a.workers, a.full)
+    print(f"built {len(m['pages'])} pages in {a.out} ({time.perf_counter() - t0:.0f} s)")
+    for n, e in m['errors'].items(): print(f'--- {n} failed:\n{e}', file=sys.stderr)
+    return 1 if m['errors'] else 0
+
+if __name__ == '__main__':
+    sys.exit(main())

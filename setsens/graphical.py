@@ -127,10 +127,12 @@ def per_example_derivatives(loss, # loss(w, x, y) -> 0-d: one example's loss (y 
     g = grad(loss)
     return vmap(jacrev(g, 0), (None, 0, 0))(w, X, Y), vmap(jacrev(g, 1), (None, 0, 0))(w, X, Y)
 
-def _index(idx, n, name='idx'):
+def _index(idx, n, name='idx', allow_empty=False):
     if idx is None: return None
     K = torch.as_tensor(idx).reshape(-1).to(torch.long)
-    if K.numel() == 0: raise ValueError(f"{name}: the perturbed index set K is empty")
+    if K.numel() == 0:
+        if allow_empty: return K
+        raise ValueError(f"{name}: the perturbed index set K is empty")
     if int(K.min()) < 0 or int(K.max()) >= n: raise ValueError(f"{name}: indices must lie in [0, {n}), got {K.tolist()}")
     if K.unique().numel() != K.numel(): raise ValueError(f"{name}: repeated indices {K.tolist()}")
     return K
@@ -231,10 +233,11 @@ def _solver(solver):
 def _weighted_dX(risk, dX, idx, weighting):
     "ΔX shaped like risk.X (+ a trailing batch axis), rows on K scaled by n/|K| for eq. 14."
     if weighting not in ("eq14", "mean"): raise ValueError(f"weighting: expected 'eq14' or 'mean', got {weighting!r}")
-    X = risk.X
-    check_tensor(dX, 'dX'); check_same(X, dX, 'risk.X, dX')
+    X = risk.X  # this process's rows (all rows unless the risk is sharded, see `setsens.distributed`)
+    sharded = hasattr(risk, 'allsum')        # a rank of a sharded risk may hold none of the perturbed points
+    check_tensor(dX, 'dX', nonempty=not sharded); check_same(X, dX, 'risk.X, dX')
     n, xs = X.shape[0], tuple(X.shape[1:])
-    K = _index(idx, n)
+    K = _index(idx, n, allow_empty=sharded)
     if K is None:
         if tuple(dX.shape[:X.ndim]) != tuple(X.shape) or dX.ndim > X.ndim + 1:
             raise ValueError(f"dX: expected shape {tuple(X.shape)} (or with one trailing batch axis), got {tuple(dX.shape)}")
@@ -247,7 +250,11 @@ def _weighted_dX(risk, dX, idx, weighting):
         full = dX.new_zeros((n,) + tuple(dX.shape[1:]))
         full[K.to(dX.device)] = dX
         nK = K.numel()
-    if weighting == "eq14" and 0 < nK < n: full = full*(n/nK)
+    N = int(risk.n)                          # all points, over every shard
+    if sharded:                               # |K| counts the perturbed points of every rank
+        nK = int(risk.allsum(torch.tensor(float(nK), dtype=torch.float64, device=X.device)).item())
+        if nK == 0: raise ValueError("idx: the perturbed index set K is empty on every rank")
+    if weighting == "eq14" and 0 < nK < N: full = full*(N/nK)
     return full
 
 # %% ../nbs/03_graphical.ipynb #3f68eff3

@@ -20,3 +20,6 @@ docs-html:
 
 bench:
 	python benchmarks/hausdorff.py && python benchmarks/krylov.py && python benchmarks/hvp.py && python benchmarks/aif.py
+
+readme:
+	python tools/make_readme.py

@@ -20,3 +20,8 @@ def test_readme_commands_are_ci_commands():
 def test_settings_flags():
     ini = (ROOT/'settings.ini').read_text()
     assert re.search(r"^tst_flags = notest slow gpu$", ini, re.M)
+
+def test_readme_is_generated_from_index():
+    import subprocess, sys
+    r = subprocess.run([sys.executable, str(ROOT/'tools'/'make_readme.py'), '--check'], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr

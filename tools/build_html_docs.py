@@ -115,7 +115,7 @@ def convert(executed: Path, out: Path, nav_html: str) -> dict:
     has_math = any(c.cell_type == 'markdown' and re.search(r'\$[^$\n]+\$', c.source) for c in nb.cells)
     nb.metadata['title'] = title
     exp = HTMLExporter(template_name='lab', exclude_input_prompt=True, exclude_output_prompt=True)
-    exp.mathjax_url = 'mathjax/MathJax.js?config=TeX-AMS_CHTML-full'
+    exp.mathjax_url = 'mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full'
     body, _ = exp.from_notebook_node(nb, resources={'metadata': {'name': title}})
     style = ('<style>.setsens-nav{position:fixed;top:0;left:0;width:230px;height:100%;overflow:auto;'
              'padding:12px;font:14px sans-serif;background:#f7f7f9;border-right:1px solid #ddd}'

@@ -1,0 +1,223 @@
+"""Hessian-vector products of setsens.risk.Risk on the real pretrained ResNet-56 and real CIFAR-10 images.
+
+Prints one table of ratios, measured side by side in one run (contenders interleaved, repeated, medians):
+  * time of one gradient, of one HVP in each `hvp_mode` (and ablations without the eval-BatchNorm-as-affine
+    rewrite), of curvlinops' `HessianLinearOperator` matvec and of a `torch.func.linearize`d gradient;
+  * k = 4 right-hand sides at once (vmap) vs a loop;
+  * peak memory and time of an HVP over up to 1024 images with `batch_size=64` vs unchunked
+    (each configuration in a fresh subprocess; on CPU the peak resident set size above the baseline).
+
+Usage:  .venv/bin/python benchmarks/hvp.py [--n 128] [--reps 5] [--threads 1] [--device cpu]
+                                           [--no-linearize] [--mem-n 128 256 512 1024] [--unchunked-max 256]
+Needs `curvlinops-for-pytorch` for the curvlinops row (skipped with a note when missing).
+Times are quoted both as process CPU time (robust on a shared machine) and wall-clock time.
+"""
+import argparse, json, os, resource, statistics, subprocess, sys, time
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+from setsens.risk import Risk
+
+
+# ----------------------------------------------------------------------------------------- model and data
+def load(n, device, dtype=torch.float32):
+    "The pretrained ResNet-56 (eval mode) and the first n real CIFAR-10 training images."
+    try:
+        from setsens.cifar import load_pretrained, cifar10
+        model = load_pretrained(arch='resnet56', device=device, dtype=dtype)
+        X, Y = cifar10(split='train', n=n, device=device, dtype=dtype)
+        return model, X, Y, 'setsens.cifar'
+    except ImportError:
+        return (*_local_load(n, device, dtype), 'local loader')
+
+
+def _local_load(n, device, dtype):
+    "Fallback when setsens.cifar is unavailable: option-A CIFAR ResNet-56 + the shared CIFAR-10 subset."
+    import numpy as np
+    from torch import nn
+    from setsens.core import data_dir
+    class Block(nn.Module):
+        def __init__(s, cin, c, stride):
+            super().__init__()
+            s.conv1, s.bn1 = nn.Conv2d(cin, c, 3, stride, 1, bias=False), nn.BatchNorm2d(c)
+            s.conv2, s.bn2 = nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c)
+            s.pad, s.stride = (c - cin)//2, stride
+        def forward(s, x):
+            o = s.bn2(s.conv2(F.relu(s.bn1(s.conv1(x)))))
+            sc = x if s.pad == 0 and s.stride == 1 else F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, s.pad, s.pad))
+            return F.relu(o + sc)
+    class Net(nn.Module):
+        def __init__(s):
+            super().__init__()
+            s.conv1, s.bn1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16)
+            c, layers = 16, []
+            for planes, stride in [(16, 1), (32, 2), (64, 2)]:
+                layers.append(nn.Sequential(*[Block(c if i == 0 else planes, planes, stride if i == 0 else 1) for i in range(9)]))
+                c = planes
+            s.layer1, s.layer2, s.layer3 = layers
+            s.linear = nn.Linear(64, 10)
+        def forward(s, x):
+            o = s.layer3(s.layer2(s.layer1(F.relu(s.bn1(s.conv1(x))))))
+            return s.linear(o.mean((2, 3)))
+    d = data_dir()
+    sd = torch.load(d/'resnet56-4bfd9763.th', map_location='cpu', weights_only=True)['state_dict']
+    model = Net(); model.load_state_dict({k.removeprefix('module.'): v for k, v in sd.items()})
+    with np.load(d/'cifar10_subset.npz') as f: x, y = f['x_train'][:n], f['y_train'][:n]
+    X = torch.tensor(x).permute(0, 3, 1, 2).to(dtype)/255
+    mean = torch.tensor([0.485, 0.456, 0.406], dtype=dtype).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], dtype=dtype).view(1, 3, 1, 1)
+    return model.to(device=device, dtype=dtype).eval(), ((X - mean)/std).to(device), torch.tensor(y).to(device)
+
+
+class FusedBNRisk(Risk):
+    "Ablation: second-order products through PyTorch's fused BatchNorm kernel (no affine rewrite)."
+    def _fsum2(self, w, Xc, Yc): return self._fsum(w, Xc, Yc)
+
+
+def _sync(device):
+    if torch.device(device).type == 'cuda': torch.cuda.synchronize()
+
+
+# ----------------------------------------------------------------------------------------- timing
+def timing(args):
+    device = args.device
+    model, X, Y, how = load(args.n, device)
+    print(f"# ResNet-56 ({how}), {args.n} real CIFAR-10 training images, {device}, float32, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    if device == 'cpu':
+        print(f"# machine: {os.cpu_count()} CPU cores shared with other workers "
+              f"(load average {os.getloadavg()[0]:.1f}); CPU-time medians are the robust numbers")
+    risks = {m: Risk(model, 'cross_entropy', X, Y, hvp_mode=m) for m in Risk.MODES}
+    fused = {m: FusedBNRisk(model, 'cross_entropy', X, Y, hvp_mode=m) for m in ('fwd_rev', 'rev_rev_cached')}
+    r0 = risks['rev_rev']
+    print(f"# p = {r0.p} parameters")
+    g = torch.Generator(device='cpu').manual_seed(0)
+    v = torch.randn(r0.p, generator=g).to(device)
+    params = [p for p in model.parameters()]
+
+    def autograd_grad():
+        return torch.autograd.grad(F.cross_entropy(model(X), Y), params)
+
+    contenders = {
+        'gradient (Risk.grad)': r0.grad,
+        'gradient (plain autograd)': autograd_grad,
+        'HVP rev_rev': lambda: risks['rev_rev'].hvp(v),
+        'HVP fwd_rev': lambda: risks['fwd_rev'].hvp(v),
+        'HVP rev_rev_cached': lambda: risks['rev_rev_cached'].hvp(v),
+        'HVP fwd_rev, fused BN (ablation)': lambda: fused['fwd_rev'].hvp(v),
+        'HVP rev_rev_cached, fused BN (ablation)': lambda: fused['rev_rev_cached'].hvp(v),
+    }
+    notes, setup = {}, {}
+    # the cached modes build their graph on the first call: time it separately
+    for name, r in [('HVP rev_rev_cached', risks['rev_rev_cached']), ('HVP rev_rev_cached, fused BN (ablation)', fused['rev_rev_cached'])]:
+        c0, t0 = time.process_time(), time.perf_counter(); r.hvp(v); _sync(device)
+        setup[name] = (time.process_time() - c0, time.perf_counter() - t0)
+    ref = r0.hvp(v)
+    try:
+        from curvlinops import HessianLinearOperator
+        H = HessianLinearOperator(model, torch.nn.CrossEntropyLoss(), params, [(X, Y)], check_deterministic=False)
+        contenders['curvlinops HessianLinearOperator @ v'] = lambda: H @ v
+        notes['curvlinops HessianLinearOperator @ v'] = f"rel. diff to ours {float((H @ v - ref).norm()/ref.norm()):.1e}"
+    except ImportError:
+        print("# curvlinops not installed: pip install curvlinops-for-pytorch (row skipped)")
+    if args.linearize:
+        from torch.func import linearize, grad
+        gfun = lambda w: grad(risks['rev_rev']._fsum2)(w, X, Y)
+        c0, t0 = time.process_time(), time.perf_counter()
+        _, lin = linearize(gfun, r0.w); _sync(device)
+        setup['torch.func.linearize (not offered)'] = (time.process_time() - c0, time.perf_counter() - t0)
+        contenders['torch.func.linearize (not offered)'] = lambda: lin(v)
+        notes['torch.func.linearize (not offered)'] = f"rel. diff {float((lin(v)/args.n - ref).norm()/ref.norm()):.1e}"
+    for name in ('HVP fwd_rev', 'HVP rev_rev_cached', 'HVP fwd_rev, fused BN (ablation)'):
+        out = contenders[name]()
+        notes[name] = f"rel. diff to rev_rev {float((out - ref).norm()/ref.norm()):.1e}"
+    # k = 4 right-hand sides: vmap vs loop (rev_rev_cached, whose graph is already built)
+    V4 = torch.randn(r0.p, 4, generator=g).to(device)
+    rc = risks['rev_rev_cached']
+    rl = Risk(model, 'cross_entropy', X, Y, hvp_mode='rev_rev_cached', vectorize=False); rl._cache = rc._cache
+    contenders['HVP rev_rev_cached, k=4 vmap (per column)'] = lambda: rc.hvp(V4)
+    contenders['HVP rev_rev_cached, k=4 loop (per column)'] = lambda: rl.hvp(V4)
+    per_col = {'HVP rev_rev_cached, k=4 vmap (per column)': 4, 'HVP rev_rev_cached, k=4 loop (per column)': 4}
+    for f in contenders.values(): f(); _sync(device)         # warm-up
+    cpu = {k: [] for k in contenders}; wall = {k: [] for k in contenders}
+    for rep in range(args.reps):
+        for k, f in contenders.items():
+            c0, t0 = time.process_time(), time.perf_counter()
+            f(); _sync(device)
+            cpu[k].append((time.process_time() - c0)/per_col.get(k, 1)); wall[k].append((time.perf_counter() - t0)/per_col.get(k, 1))
+        print(f"# repetition {rep + 1}/{args.reps} done", file=sys.stderr)
+    med = lambda d: {k: statistics.median(v) for k, v in d.items()}
+    mc, mw = med(cpu), med(wall)
+    gc, gw = mc['gradient (Risk.grad)'], mw['gradient (Risk.grad)']
+    cl = 'curvlinops HessianLinearOperator @ v'
+    print(f"\n{args.reps} interleaved repetitions, medians. Ratios: to one gradient (Risk.grad) and to curvlinops' matvec.\n")
+    print("| contender | CPU s | wall s | CPU / gradient | wall / gradient | CPU / curvlinops | wall / curvlinops | note |")
+    print("|---|---|---|---|---|---|---|---|")
+    for k in contenders:
+        rc_ = f"{mc[k]/mc[cl]:.2f}" if cl in mc else '–'
+        rw_ = f"{mw[k]/mw[cl]:.2f}" if cl in mw else '–'
+        note = notes.get(k, '')
+        if k in setup: note = (note + '; ' if note else '') + f"first call / set-up {setup[k][0]:.1f} s CPU, {setup[k][1]:.1f} s wall"
+        print(f"| {k} | {mc[k]:.3f} | {mw[k]:.3f} | {mc[k]/gc:.2f} | {mw[k]/gw:.2f} | {rc_} | {rw_} | {note} |")
+
+
+# ----------------------------------------------------------------------------------------- memory
+def _rss_kb():
+    with open('/proc/self/statm') as f: return int(f.read().split()[1])*os.sysconf('SC_PAGE_SIZE')//1024
+
+
+def memory_one(n, bs, mode, device):
+    "Runs in a fresh process: peak extra memory (MiB) and time of one HVP over n images."
+    model, X, Y, _ = load(n, device)
+    r = Risk(model, 'cross_entropy', X, Y, batch_size=bs, hvp_mode=mode)
+    v = torch.randn(r.p, device=device)
+    Risk(model, 'cross_entropy', X[:2], Y[:2], hvp_mode=mode).hvp(v)      # warm-up (kernels, allocator) on 2 images
+    if torch.device(device).type == 'cuda':
+        torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); base = torch.cuda.memory_allocated()
+        t0 = time.perf_counter(); c0 = time.process_time(); r.hvp(v); torch.cuda.synchronize()
+        peak = (torch.cuda.max_memory_allocated() - base)/2**20
+    else:
+        base = _rss_kb()
+        t0 = time.perf_counter(); c0 = time.process_time(); r.hvp(v)
+        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)/1024
+    print(json.dumps(dict(n=n, bs=bs, peak_mib=peak, cpu_s=time.process_time() - c0, wall_s=time.perf_counter() - t0)))
+
+
+def memory(args):
+    print(f"\nPeak memory of one HVP ({args.mem_mode}) above the loaded model and data, each in a fresh process "
+          f"({'peak RSS' if args.device == 'cpu' else 'max_memory_allocated'}); unchunked runs only up to n = {args.unchunked_max}.\n")
+    print("| n | batch_size | peak MiB | CPU s | wall s | CPU s per 128 images |")
+    print("|---|---|---|---|---|---|")
+    for n in args.mem_n:
+        for bs in ([None] if n <= args.unchunked_max else []) + [args.mem_bs]:
+            cmd = [sys.executable, os.path.abspath(__file__), '--_mem', str(n), str(bs or 0), args.mem_mode,
+                   '--device', args.device, '--threads', str(args.threads)]
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode != 0:
+                print(f"| {n} | {bs} | failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode} | | | |"); continue
+            d = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"| {n} | {bs or 'none'} | {d['peak_mib']:.0f} | {d['cpu_s']:.2f} | {d['wall_s']:.2f} | {d['cpu_s']*128/n:.2f} |")
+
+
+if __name__ == '__main__':
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--n', type=int, default=128)
+    ap.add_argument('--reps', type=int, default=5)
+    ap.add_argument('--threads', type=int, default=1)
+    ap.add_argument('--device', default='cpu')
+    ap.add_argument('--no-linearize', dest='linearize', action='store_false')
+    ap.add_argument('--no-timing', dest='timing', action='store_false')
+    ap.add_argument('--mem-n', type=int, nargs='*', default=[128, 256, 512, 1024])
+    ap.add_argument('--mem-bs', type=int, default=64)
+    ap.add_argument('--mem-mode', default='rev_rev')
+    ap.add_argument('--unchunked-max', type=int, default=256)
+    ap.add_argument('--_mem', nargs=3, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args._mem:
+        n, bs, mode = args._mem
+        memory_one(int(n), int(bs) or None, mode, args.device)
+    else:
+        if args.timing: timing(args)
+        if args.mem_n: memory(args)

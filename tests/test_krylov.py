@@ -1,0 +1,253 @@
+"""setsens.krylov: float64 oracles (torch.linalg.pinv), the x0 property, batching, bad input, properties."""
+import math, warnings
+import pytest
+import torch
+from hypothesis import given, settings, HealthCheck, strategies as st
+from setsens.krylov import minres, lsqr, cgls, KrylovInfo
+
+torch.set_num_threads(1)
+F64 = torch.float64
+
+
+def sym(p, r, cond=100., indef=False, seed=0, dtype=F64):
+    "Random symmetric p×p matrix of rank r, nonzero |eigenvalues| log-spaced in [1/cond, 1]."
+    g = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(p, p, generator=g, dtype=F64))
+    lam = torch.zeros(p, dtype=F64)
+    lam[:r] = torch.logspace(0, -math.log10(cond), r, dtype=F64)
+    if indef: lam[:r] *= torch.where(torch.rand(r, generator=g) < 0.5, -1., 1.).double()
+    return ((Q*lam) @ Q.T).to(dtype)
+
+
+def rect(m, n, r, cond=100., seed=0):
+    g = torch.Generator().manual_seed(seed)
+    U, _ = torch.linalg.qr(torch.randn(m, r, generator=g, dtype=F64))
+    W, _ = torch.linalg.qr(torch.randn(n, r, generator=g, dtype=F64))
+    return (U*torch.logspace(0, -math.log10(cond), r, dtype=F64)) @ W.T
+
+
+def rel(x, y): return ((x - y).norm(dim=0)/y.norm(dim=0).clamp_min(1e-300)).max().item()
+
+
+def rhs(p, k, seed): return torch.randn(p, k, generator=torch.Generator().manual_seed(seed), dtype=F64)
+
+
+# ---------------------------------------------------------------- oracles
+@pytest.mark.parametrize('indef', [False, True])
+@pytest.mark.parametrize('consistent', [False, True])
+@pytest.mark.parametrize('cond', [10., 1e3])
+def test_minres_matches_pinv(indef, consistent, cond):
+    A = sym(50, 30, cond, indef, seed=int(cond) + 2*indef)
+    b = rhs(50, 3, 1)
+    if consistent: b = A @ b
+    x, info = minres(A, b, rtol=1e-12)
+    xs = torch.linalg.pinv(A, hermitian=True) @ b
+    assert rel(x, xs) <= 1e-8
+    assert info.converged.shape == (3,) and bool(info.converged.all()) and info.reason == 'converged'
+    # reported norms are the true ones of the returned x
+    torch.testing.assert_close(info.resnorm, (b - A @ x).norm(dim=0), rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(info.normres, (A @ (b - A @ x)).norm(dim=0), rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize('solver', [minres, lsqr, cgls])
+@pytest.mark.parametrize('indef', [False, True])
+def test_x0_keeps_its_null_space_part(solver, indef):
+    A = sym(40, 25, 100., indef, seed=3)
+    b, X0 = rhs(40, 2, 2), rhs(40, 2, 3)
+    x, info = solver(A, b, X0, rtol=1e-12)
+    P = torch.linalg.pinv(A, hermitian=True)
+    assert rel(x, P @ b + X0 - P @ (A @ X0)) <= 1e-8 and bool(info.converged.all())
+
+
+@pytest.mark.parametrize('solver', [lsqr, cgls])
+@pytest.mark.parametrize('shape', [(50, 30), (30, 50)])
+def test_rectangular_with_AT(solver, shape):
+    m, n = shape
+    A = rect(m, n, 20, seed=m)
+    b, X0 = rhs(m, 2, 0), rhs(n, 2, 1)
+    P = torch.linalg.pinv(A)
+    x, info = solver(A, b, rtol=1e-12)
+    assert x.shape == (n, 2) and rel(x, P @ b) <= 1e-8
+    x, info = solver(lambda v: A @ v, b, X0, AT=lambda u: A.T @ u, rtol=1e-12)
+    assert rel(x, P @ b + X0 - P @ (A @ X0)) <= 1e-8
+    x, info = solver(A, b[:, 0], AT=A.T.contiguous(), rtol=1e-12)          # vector b, explicit AT tensor
+    assert x.shape == (n,) and info.converged.ndim == 0 and rel(x[:, None], (P @ b)[:, :1]) <= 1e-8
+
+
+def test_lsqr_damp_is_tikhonov():
+    A = rect(40, 25, 15, seed=1)
+    b = rhs(40, 2, 4)
+    for lam in (1e-2, 0.3):
+        x, info = lsqr(A, b, damp=lam, rtol=1e-12)
+        xs = torch.linalg.solve(A.T @ A + lam**2*torch.eye(25, dtype=F64), A.T @ b)
+        assert rel(x, xs) <= 1e-8 and bool(info.converged.all())
+
+
+def test_batched_equals_looped():
+    A = sym(60, 40, 100., indef=True, seed=5)
+    B = rhs(60, 5, 3); B[:, :2] = A @ B[:, :2]
+    for solver in (minres, lsqr, cgls):
+        for maxiter, rtol, tol in [(6, 0., 1e-12), (3000, 1e-12, 1e-8)]:
+            xb, ib = solver(A, B, rtol=rtol, maxiter=maxiter, warn=False)
+            for j in range(5):
+                xj, ij = solver(A, B[:, j], rtol=rtol, maxiter=maxiter, warn=False)
+                assert (xb[:, j] - xj).norm() <= tol*xj.norm(), (solver.__name__, maxiter, j)
+                assert bool(ib.converged[j]) == bool(ij.converged)
+
+
+def test_callable_receives_blocks_and_vectors():
+    A = sym(30, 20, seed=1)
+    seen = []
+    def op(v): seen.append(tuple(v.shape)); return A @ v
+    minres(op, rhs(30, 4, 0), rtol=1e-8)
+    assert set(seen) == {(30, 4)}                   # one block product per iteration
+    seen.clear(); minres(op, rhs(30, 1, 0)[:, 0], rtol=1e-8)
+    assert set(seen) == {(30,)}
+
+
+def test_deterministic_and_counts():
+    A = sym(40, 30, 100., True, seed=2)
+    b = rhs(40, 3, 0)
+    x1, i1 = minres(A, b, rtol=1e-10); x2, i2 = minres(A, b, rtol=1e-10)
+    assert torch.equal(x1, x2) and i1.matvecs == i2.matvecs and i1.iterations == i2.iterations
+    calls = []
+    x, info = minres(lambda v: calls.append(1) or A @ v, b, rtol=1e-10)
+    assert info.matvecs == len(calls)              # every product counted, the final check included
+    h = info.history
+    assert h['resnorm'].shape == h['normres'].shape == (len(h['matvecs']), 3)
+
+
+def test_zero_rhs_and_float32():
+    A = sym(20, 10, seed=0)
+    x, info = minres(A, torch.zeros(20, dtype=F64))
+    assert torch.equal(x, torch.zeros(20, dtype=F64)) and bool(info.converged) and info.iterations == 0
+    A32, b32 = A.float(), torch.randn(20, generator=torch.Generator().manual_seed(0))
+    for solver in (minres, lsqr, cgls):
+        x, info = solver(A32, b32, rtol=1e-4)
+        assert x.dtype == torch.float32 and bool(info.converged)
+        xs = torch.linalg.pinv(A, hermitian=True) @ b32.double()
+        assert rel(x.double()[:, None], xs[:, None]) < 1e-3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device')
+def test_cuda_matches_cpu():
+    A = sym(50, 30, 100., True, seed=1); b = rhs(50, 4, 0)
+    for solver in (minres, lsqr, cgls):
+        xc, _ = solver(A, b, rtol=1e-10)
+        xg, ig = solver(A.cuda(), b.cuda(), rtol=1e-10)
+        assert xg.device.type == 'cuda' and ig.converged.device.type == 'cuda'
+        assert rel(xg.cpu(), xc) < 1e-7
+
+
+# ---------------------------------------------------------------- non-convergence
+@pytest.mark.parametrize('solver', [minres, lsqr, cgls])
+def test_nonconvergence_warns(solver):
+    A = sym(60, 40, 1e3, seed=9)
+    b = rhs(60, 2, 0)
+    with pytest.warns(RuntimeWarning, match='maxiter'):
+        x, info = solver(A, b, rtol=1e-12, maxiter=3)
+    assert not bool(info.converged.any()) and 'maxiter' in info.reason and info.iterations == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        solver(A, b, rtol=1e-12, maxiter=3, warn=False)          # warn=False is silent
+
+
+def test_float32_below_attainable_accuracy_is_reported():
+    A = sym(200, 120, 1e4, seed=1, dtype=torch.float32)
+    b = torch.randn(200, generator=torch.Generator().manual_seed(5))
+    with pytest.warns(RuntimeWarning, match='attainable accuracy'):
+        x, info = minres(A, b, rtol=1e-7, maxiter=3000)
+    assert not bool(info.converged)
+    # the returned iterate is still a good one (the best truly checked), not the diverged last one
+    assert float(info.normres) <= 1e-2*float((A @ b).norm())
+
+
+# ---------------------------------------------------------------- bad input
+def test_bad_input_names_the_argument():
+    A, b = sym(10, 6), rhs(10, 1, 0)[:, 0]
+    cases = [
+        (lambda: minres(A, b, maxiter=0), ValueError, 'maxiter'),
+        (lambda: minres(A, b, maxiter=2.5), ValueError, 'maxiter'),
+        (lambda: lsqr(A, b, maxiter=-1), ValueError, 'maxiter'),
+        (lambda: cgls(A, b, maxiter=0), ValueError, 'maxiter'),
+        (lambda: minres(A, b, rtol=-1e-3), ValueError, 'rtol'),
+        (lambda: minres(A, b, atol=float('nan')), ValueError, 'atol'),
+        (lambda: lsqr(A, b, damp=-1.), ValueError, 'damp'),
+        (lambda: minres(A, torch.randn(9, dtype=F64)), ValueError, 'A, b'),
+        (lambda: minres(A, torch.randn(10, 2, 2, dtype=F64)), ValueError, 'b'),
+        (lambda: minres(A, torch.full((10,), float('nan'), dtype=F64)), ValueError, 'b: contains NaN'),
+        (lambda: minres(A, b, x0=torch.full((10,), float('inf'), dtype=F64)), ValueError, 'x0'),
+        (lambda: minres(A, b, x0=torch.zeros(9, dtype=F64)), ValueError, 'x0'),
+        (lambda: minres(A, b, x0=torch.zeros(10, 1, dtype=F64)), ValueError, 'x0'),
+        (lambda: minres(A.clone().fill_(float('nan')), b), ValueError, 'A: contains NaN'),
+        (lambda: minres(torch.randn(10, 7, dtype=F64), b), ValueError, 'square'),
+        (lambda: minres(torch.randn(10, 10, dtype=F64), b), ValueError, 'not symmetric'),
+        (lambda: minres(A.float(), b), ValueError, 'dtype'),
+        (lambda: minres(A, b.float()), ValueError, 'dtype'),
+        (lambda: minres(A, torch.arange(10)), TypeError, 'b'),
+        (lambda: minres('A', b), TypeError, 'A'),
+        (lambda: minres(lambda v: v[:5], b), ValueError, 'A: maps'),
+        (lambda: minres(lambda v: 3, b), TypeError, 'A'),
+        (lambda: minres(lambda v: v.float(), b), ValueError, 'A: returned'),
+        (lambda: minres(lambda v: v*float('nan'), b), ValueError, 'A: returned NaN'),
+        (lambda: minres(A, b, callback=3), TypeError, 'callback'),
+        (lambda: lsqr(torch.randn(10, 4, dtype=F64), b, AT=torch.randn(5, 10, dtype=F64)), ValueError, 'AT'),
+        (lambda: lsqr(torch.randn(8, 4, dtype=F64), b), ValueError, 'A, b'),
+        (lambda: cgls(lambda v: A @ v, b, torch.zeros(10, dtype=F64), AT=lambda u: u[:3]), ValueError, 'AT: maps'),
+        (lambda: lsqr(A, torch.randn(10, dtype=torch.complex128)), TypeError, 'b'),
+    ]
+    for f, exc, msg in cases:
+        with pytest.raises(exc, match=msg.replace('(', r'\(')):
+            f()
+
+
+# ---------------------------------------------------------------- properties (hypothesis)
+problems = st.tuples(st.integers(8, 30), st.floats(0.2, 0.9), st.sampled_from([10., 1e2, 1e3]),
+                     st.booleans(), st.booleans(), st.integers(0, 10_000))
+
+
+def _problem(p, frac, cond, indef, consistent, seed):
+    r = max(2, int(frac*p))
+    A = sym(p, r, cond, indef, seed=seed)
+    b = rhs(p, 1, seed + 1)[:, 0]
+    if consistent: b = A @ b
+    return A, b
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems)
+def test_minres_normal_residual_never_increases(prob):
+    "minres minimises ‖A r‖ over nested Krylov spaces: the true ‖A r_k‖ of its iterates is monotone."
+    A, b = _problem(*prob)
+    xs = []
+    minres(A, b, rtol=1e-10, maxiter=4*A.shape[0], callback=lambda x: xs.append(x.clone()), warn=False)
+    nAb = (A @ b).norm()
+    ar = torch.stack([(A @ (b - A @ x)).norm() for x in [torch.zeros_like(b)] + xs])
+    assert (ar[1:] <= ar[:-1] + 1e-11*nAb).all()
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems)
+def test_cgls_residual_norm_never_increases(prob):
+    A, b = _problem(*prob)
+    r = []
+    for k in range(1, min(3*A.shape[0], 40)):
+        x, info = cgls(A, b, rtol=0., maxiter=k, warn=False)
+        r.append(info.resnorm)
+    r = torch.stack(r)
+    assert (r[1:] <= r[:-1]*(1 + 1e-10) + 1e-12).all()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems)
+def test_minimum_norm(prob):
+    A, b = _problem(*prob)
+    evals, Q = torch.linalg.eigh(A)
+    K = Q[:, evals.abs() <= 1e-10]                  # orthonormal basis of ker A
+    for solver in (minres, lsqr):
+        x, info = solver(A, b, rtol=1e-12, warn=False)
+        assert bool(info.converged)
+        # a least-squares solution with no component in ker A, i.e. the minimum-norm one
+        assert (K.T @ x).norm() <= 1e-8*max(x.norm().item(), 1.)
+        xs = torch.linalg.pinv(A, hermitian=True) @ b
+        assert (x - xs).norm() <= 1e-7*xs.norm()

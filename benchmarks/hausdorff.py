@@ -126,7 +126,7 @@ def main(argv=None):
     print('|---|---|---|---|---|---|---|---|')
     for label, what, ts, tt, ratio, rel, ms, mt, vs in rows:
         f = lambda x, fmt: '–' if x != x else format(x, fmt)
-        print(f"| {label} | {what} | {f(ts, '.3f')} | {tt:.3f} | {f(ratio, '.1f')}× | {f(rel, '.1e')} | {f(ms/2**20, '.0f')} | {mt/2**20:.0f} |")
+        print(f"| {label} | {what} | {f(ts, '.3f')} | {tt:.3f} | {f(ratio, '.1f') + ('×' if ratio == ratio else '')} | {f(rel, '.1e')} | {f(ms/2**20, '.0f')} | {mt/2**20:.0f} |")
 
 if __name__ == '__main__':
     main()

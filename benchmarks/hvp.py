@@ -3,12 +3,12 @@
 Prints one table of ratios, measured side by side in one run (contenders interleaved, repeated, medians):
   * time of one gradient, of one HVP in each `hvp_mode` (and ablations without the eval-BatchNorm-as-affine
     rewrite), of curvlinops' `HessianLinearOperator` matvec and of a `torch.func.linearize`d gradient;
-  * k = 4 right-hand sides at once (vmap) vs a loop;
+  * k = 4 right-hand sides at once (vmap) vs a loop, per hvp_mode;
   * peak memory and time of an HVP over up to 1024 images with `batch_size=64` vs unchunked
     (each configuration in a fresh subprocess; on CPU the peak resident set size above the baseline).
 
-Usage:  .venv/bin/python benchmarks/hvp.py [--n 128] [--reps 5] [--threads 1] [--device cpu]
-                                           [--no-linearize] [--mem-n 128 256 512 1024] [--unchunked-max 256]
+Usage:  .venv/bin/python benchmarks/hvp.py [--n 128] [--reps 5] [--threads 1] [--device cpu] [--linearize]
+                                           [--k 4] [--k-reps 3] [--mem-n 128 256 512 1024] [--unchunked-max 256]
 Needs `curvlinops-for-pytorch` for the curvlinops row (skipped with a note when missing).
 Times are quoted both as process CPU time (robust on a shared machine) and wall-clock time.
 """
@@ -70,9 +70,16 @@ def _local_load(n, device, dtype):
     return model.to(device=device, dtype=dtype).eval(), ((X - mean)/std).to(device), torch.tensor(y).to(device)
 
 
-class FusedBNRisk(Risk):
-    "Ablation: second-order products through PyTorch's fused BatchNorm kernel (no affine rewrite)."
-    def _fsum2(self, w, Xc, Yc): return self._fsum(w, Xc, Yc)
+def _risk(model, X, Y, mode, affine=None, **kw):
+    "A Risk whose second-order products use (affine=True) or avoid (False) the eval-BatchNorm-as-affine rewrite."
+    r = Risk(model, 'cross_entropy', X, Y, hvp_mode=mode, **kw)
+    r._affine_bn_override = affine
+    return r
+
+
+def _bn(mode, affine):
+    default = mode in Risk.AFFINE_BN_MODES
+    return f"{'affine' if affine else 'fused'} BN{' (default)' if affine == default else ''}"
 
 
 def _sync(device):
@@ -88,9 +95,8 @@ def timing(args):
     if device == 'cpu':
         print(f"# machine: {os.cpu_count()} CPU cores shared with other workers "
               f"(load average {os.getloadavg()[0]:.1f}); CPU-time medians are the robust numbers")
-    risks = {m: Risk(model, 'cross_entropy', X, Y, hvp_mode=m) for m in Risk.MODES}
-    fused = {m: FusedBNRisk(model, 'cross_entropy', X, Y, hvp_mode=m) for m in ('fwd_rev', 'rev_rev_cached')}
-    r0 = risks['rev_rev']
+    risks = {(m, a): _risk(model, X, Y, m, a) for m in Risk.MODES for a in (True, False)}
+    r0 = Risk(model, 'cross_entropy', X, Y)
     print(f"# p = {r0.p} parameters")
     g = torch.Generator(device='cpu').manual_seed(0)
     v = torch.randn(r0.p, generator=g).to(device)
@@ -99,20 +105,14 @@ def timing(args):
     def autograd_grad():
         return torch.autograd.grad(F.cross_entropy(model(X), Y), params)
 
-    contenders = {
-        'gradient (Risk.grad)': r0.grad,
-        'gradient (plain autograd)': autograd_grad,
-        'HVP rev_rev': lambda: risks['rev_rev'].hvp(v),
-        'HVP fwd_rev': lambda: risks['fwd_rev'].hvp(v),
-        'HVP rev_rev_cached': lambda: risks['rev_rev_cached'].hvp(v),
-        'HVP fwd_rev, fused BN (ablation)': lambda: fused['fwd_rev'].hvp(v),
-        'HVP rev_rev_cached, fused BN (ablation)': lambda: fused['rev_rev_cached'].hvp(v),
-    }
+    contenders = {'gradient (Risk.grad)': r0.grad, 'gradient (plain autograd)': autograd_grad}
+    for (m, a), r in risks.items():
+        contenders[f"HVP {m}, {_bn(m, a)}"] = (lambda r=r: r.hvp(v))
     notes, setup = {}, {}
-    # the cached modes build their graph on the first call: time it separately
-    for name, r in [('HVP rev_rev_cached', risks['rev_rev_cached']), ('HVP rev_rev_cached, fused BN (ablation)', fused['rev_rev_cached'])]:
-        c0, t0 = time.process_time(), time.perf_counter(); r.hvp(v); _sync(device)
-        setup[name] = (time.process_time() - c0, time.perf_counter() - t0)
+    for (m, a), r in risks.items():      # the cached mode builds its graph on the first call: time it separately
+        if m == 'rev_rev_cached':
+            c0, t0 = time.process_time(), time.perf_counter(); r.hvp(v); _sync(device)
+            setup[f"HVP {m}, {_bn(m, a)}"] = (time.process_time() - c0, time.perf_counter() - t0)
     ref = r0.hvp(v)
     try:
         from curvlinops import HessianLinearOperator
@@ -123,22 +123,18 @@ def timing(args):
         print("# curvlinops not installed: pip install curvlinops-for-pytorch (row skipped)")
     if args.linearize:
         from torch.func import linearize, grad
-        gfun = lambda w: grad(risks['rev_rev']._fsum2)(w, X, Y)
+        rl = risks[('rev_rev', True)]
+        gfun = lambda w: grad(rl._fsum2)(w, X, Y)
         c0, t0 = time.process_time(), time.perf_counter()
         _, lin = linearize(gfun, r0.w); _sync(device)
-        setup['torch.func.linearize (not offered)'] = (time.process_time() - c0, time.perf_counter() - t0)
-        contenders['torch.func.linearize (not offered)'] = lambda: lin(v)
-        notes['torch.func.linearize (not offered)'] = f"rel. diff {float((lin(v)/args.n - ref).norm()/ref.norm()):.1e}"
-    for name in ('HVP fwd_rev', 'HVP rev_rev_cached', 'HVP fwd_rev, fused BN (ablation)'):
-        out = contenders[name]()
-        notes[name] = f"rel. diff to rev_rev {float((out - ref).norm()/ref.norm()):.1e}"
-    # k = 4 right-hand sides: vmap vs loop (rev_rev_cached, whose graph is already built)
-    V4 = torch.randn(r0.p, 4, generator=g).to(device)
-    rc = risks['rev_rev_cached']
-    rl = Risk(model, 'cross_entropy', X, Y, hvp_mode='rev_rev_cached', vectorize=False); rl._cache = rc._cache
-    contenders['HVP rev_rev_cached, k=4 vmap (per column)'] = lambda: rc.hvp(V4)
-    contenders['HVP rev_rev_cached, k=4 loop (per column)'] = lambda: rl.hvp(V4)
-    per_col = {'HVP rev_rev_cached, k=4 vmap (per column)': 4, 'HVP rev_rev_cached, k=4 loop (per column)': 4}
+        name = 'torch.func.linearize of the gradient, affine BN (not offered)'
+        setup[name] = (time.process_time() - c0, time.perf_counter() - t0)
+        contenders[name] = lambda: lin(v)
+        notes[name] = f"rel. diff {float((lin(v)/args.n - ref).norm()/ref.norm()):.1e}"
+    for k, f in list(contenders.items()):
+        if k.startswith('HVP') and k != f"HVP rev_rev, {_bn('rev_rev', True)}":
+            notes[k] = f"rel. diff to rev_rev {float((f() - ref).norm()/ref.norm()):.1e}"
+    per_col = {}
     for f in contenders.values(): f(); _sync(device)         # warm-up
     cpu = {k: [] for k in contenders}; wall = {k: [] for k in contenders}
     for rep in range(args.reps):
@@ -151,7 +147,8 @@ def timing(args):
     mc, mw = med(cpu), med(wall)
     gc, gw = mc['gradient (Risk.grad)'], mw['gradient (Risk.grad)']
     cl = 'curvlinops HessianLinearOperator @ v'
-    print(f"\n{args.reps} interleaved repetitions, medians. Ratios: to one gradient (Risk.grad) and to curvlinops' matvec.\n")
+    print(f"\n{args.reps} interleaved repetitions, medians. Ratios: to one gradient (Risk.grad) and to curvlinops' matvec. "
+          f"'affine BN': eval-mode BatchNorm evaluated as x*s + t in second-order products; 'fused BN': PyTorch's kernel.\n")
     print("| contender | CPU s | wall s | CPU / gradient | wall / gradient | CPU / curvlinops | wall / curvlinops | note |")
     print("|---|---|---|---|---|---|---|---|")
     for k in contenders:
@@ -162,9 +159,47 @@ def timing(args):
         print(f"| {k} | {mc[k]:.3f} | {mw[k]:.3f} | {mc[k]/gc:.2f} | {mw[k]/gw:.2f} | {rc_} | {rw_} | {note} |")
 
 
+# ----------------------------------------------------------------------------------------- k right-hand sides
+def kblock(args):
+    "k right-hand sides at once (vmap) vs a loop over them, per mode, per column."
+    device = args.device
+    model, X, Y, _ = load(args.n, device)
+    k = args.k
+    g = torch.Generator(device='cpu').manual_seed(1)
+    V = torch.randn(Risk(model, 'cross_entropy', X, Y).p, k, generator=g).to(device)
+    contenders = {}
+    for m in Risk.MODES:
+        for vec in (True, False):
+            r = Risk(model, 'cross_entropy', X, Y, hvp_mode=m, vectorize=vec)
+            contenders[(m, vec)] = (lambda r=r: r.hvp(V))
+    for f in contenders.values(): f(); _sync(device)         # warm-up (and builds the cached graphs)
+    cpu = {c: [] for c in contenders}; wall = {c: [] for c in contenders}
+    for rep in range(args.k_reps):
+        for c, f in contenders.items():
+            c0, t0 = time.process_time(), time.perf_counter(); f(); _sync(device)
+            cpu[c].append((time.process_time() - c0)/k); wall[c].append((time.perf_counter() - t0)/k)
+        print(f"# k-block repetition {rep + 1}/{args.k_reps} done", file=sys.stderr)
+    print(f"\nk = {k} right-hand sides in one call, {args.n} images, {args.k_reps} interleaved repetitions, medians, "
+          f"seconds per column (CPU / wall); ratio < 1: vmap faster than the loop.\n")
+    print("| hvp_mode | vmap CPU s/col | loop CPU s/col | vmap / loop (CPU) | vmap wall s/col | loop wall s/col | vmap / loop (wall) |")
+    print("|---|---|---|---|---|---|---|")
+    for m in Risk.MODES:
+        a, b = statistics.median(cpu[(m, True)]), statistics.median(cpu[(m, False)])
+        aw, bw = statistics.median(wall[(m, True)]), statistics.median(wall[(m, False)])
+        print(f"| {m} | {a:.3f} | {b:.3f} | {a/b:.2f} | {aw:.3f} | {bw:.3f} | {aw/bw:.2f} |")
+
+
 # ----------------------------------------------------------------------------------------- memory
 def _rss_kb():
     with open('/proc/self/statm') as f: return int(f.read().split()[1])*os.sysconf('SC_PAGE_SIZE')//1024
+
+
+def _hwm_kb():
+    "Peak resident set size of this process image (VmHWM; unlike ru_maxrss it is not inherited across exec)."
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith('VmHWM:'): return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def memory_one(n, bs, mode, device):
@@ -180,7 +215,7 @@ def memory_one(n, bs, mode, device):
     else:
         base = _rss_kb()
         t0 = time.perf_counter(); c0 = time.process_time(); r.hvp(v)
-        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)/1024
+        peak = (_hwm_kb() - base)/1024
     print(json.dumps(dict(n=n, bs=bs, peak_mib=peak, cpu_s=time.process_time() - c0, wall_s=time.perf_counter() - t0)))
 
 
@@ -206,7 +241,10 @@ if __name__ == '__main__':
     ap.add_argument('--reps', type=int, default=5)
     ap.add_argument('--threads', type=int, default=1)
     ap.add_argument('--device', default='cpu')
-    ap.add_argument('--no-linearize', dest='linearize', action='store_false')
+    ap.add_argument('--linearize', action='store_true', help='also time torch.func.linearize (slow set-up, ~13 GB peak)')
+    ap.add_argument('--k', type=int, default=4)
+    ap.add_argument('--k-reps', type=int, default=3)
+    ap.add_argument('--no-k', dest='kblock', action='store_false')
     ap.add_argument('--no-timing', dest='timing', action='store_false')
     ap.add_argument('--mem-n', type=int, nargs='*', default=[128, 256, 512, 1024])
     ap.add_argument('--mem-bs', type=int, default=64)
@@ -220,4 +258,5 @@ if __name__ == '__main__':
         memory_one(int(n), int(bs) or None, mode, args.device)
     else:
         if args.timing: timing(args)
+        if args.kblock: kblock(args)
         if args.mem_n: memory(args)

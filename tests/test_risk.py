@@ -76,11 +76,14 @@ def setup(kind):
 @pytest.mark.parametrize('bs', [None, 4])
 def test_products_match_explicit(kind, mode, bs):
     m, X, Y, w0, R, H, J = setup(kind)
-    r = Risk(m, 'mse', X, Y, batch_size=bs, hvp_mode=mode)
+    r = Risk(m, 'mse', X, Y, batch_size=bs, hvp_mode=mode, vectorize=True)
     torch.testing.assert_close(r.w, w0, rtol=0, atol=0)
     torch.testing.assert_close(r.value(), R(w0), rtol=1e-13, atol=1e-14)
     I = torch.eye(r.p, dtype=D)
-    torch.testing.assert_close(r.hvp(I), H, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(r.hvp(I), H, rtol=1e-10, atol=1e-12)   # all p columns at once: the whole Hessian
+    rl = Risk(m, 'mse', X, Y, batch_size=bs, hvp_mode=mode)           # the CPU default: a loop over columns
+    assert not rl.vectorize
+    torch.testing.assert_close(rl.hvp(I[:, ::17]), H[:, ::17], rtol=1e-10, atol=1e-12)
     g = torch.Generator().manual_seed(1)
     dX = torch.randn(X.shape + (3,), dtype=D, generator=g)
     U = torch.randn(r.p, 3, dtype=D, generator=g)
@@ -92,7 +95,7 @@ def test_products_match_explicit(kind, mode, bs):
 
 def test_singular_duplicated_units():
     m, X, Y, w0, R, H, J = setup('dup')
-    r = Risk(m, 'mse', X, Y)
+    r = Risk(m, 'mse', X, Y, vectorize=True)
     # kernel: any (dA, -dA) on the two copies of the output weights
     names = r.names
     kern = []
@@ -106,7 +109,7 @@ def test_singular_duplicated_units():
     hn = torch.linalg.matrix_norm(H, 2)
     assert torch.linalg.matrix_norm(H @ K, 2) <= 1e-13*hn           # the oracle: exactly singular
     for mode in MODES:
-        assert torch.linalg.matrix_norm(Risk(m, 'mse', X, Y, hvp_mode=mode).hvp(K), 2) <= 1e-13*hn
+        assert torch.linalg.matrix_norm(Risk(m, 'mse', X, Y, hvp_mode=mode).hvp(K), 2) <= 1e-13*hn   # looped columns
     ev = torch.linalg.eigvalsh(H)
     assert int((ev.abs() <= 1e-12*hn).sum()) >= DOUT*4               # nullity at least 8
     assert torch.linalg.matrix_rank(r.hvp(torch.eye(r.p, dtype=D)), rtol=1e-10) == torch.linalg.matrix_rank(H, rtol=1e-10)
@@ -213,7 +216,7 @@ def test_params_subset():
     m, X, Y, w0, R, H, J = setup('relu')
     names = list(dict(m.named_parameters()))
     sel = ['2.weight', '4.bias']
-    r = Risk(m, 'mse', X, Y, params=sel)
+    r = Risk(m, 'mse', X, Y, params=sel, vectorize=True)
     starts, i = {}, 0
     for k, v in m.named_parameters(): starts[k] = (i, i + v.numel()); i += v.numel()
     idx = torch.cat([torch.arange(*starts[k]) for k in sel])
@@ -249,7 +252,7 @@ def test_at_and_cache_invalidation():
 def test_cross_entropy_and_dropout_eval_under_vmap():
     m, X, _ = make('bn')
     Yc = torch.randint(0, DOUT, (N,))
-    r = Risk(m, 'cross_entropy', X, Yc, batch_size=5)
+    r = Risk(m, 'cross_entropy', X, Yc, batch_size=5, vectorize=True)
     def Rce(w):
         d, i = {}, 0
         for k, v in m.named_parameters(): d[k] = w[i:i + v.numel()].view(v.shape); i += v.numel()

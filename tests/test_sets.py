@@ -252,9 +252,10 @@ def test_finite_check_without_false_alarms():
     big[2, 1] = math.nan
     with pytest.raises(ValueError, match='C: contains NaN or Inf'):
         sets._finite(big, 'C')
-    with pytest.raises(ValueError, match='convert both clouds to float64'):
-        excess(torch.full((3, 2), 1e30), torch.zeros(2, 2))
-    assert excess(torch.full((3, 2), 1e30, dtype=f64), torch.zeros(2, 2, dtype=f64)).item() == pytest.approx(math.sqrt(2) * 1e30)
+    for v in (1e30, 1e-30):                         # float32 squares would overflow / underflow
+        C = torch.tensor([[v, 0.], [0., 2*v]]); D = torch.tensor([[-v, 0.], [0., v]])
+        assert excess(C, D).item() == pytest.approx(dh(C, D), rel=1e-6)      # √2·v
+        assert excess(D, C).item() == pytest.approx(dh(D, C), rel=1e-6)      # 2·v
 
 
 @pytest.mark.parametrize("call,err,msg", [
@@ -283,6 +284,10 @@ def test_finite_check_without_false_alarms():
     (lambda C: AffineSet(C[0], C.T).sample(2, radius=-1.), ValueError, 'radius'),
     (lambda C: AffineSet(C[0], C.T).sample(2, center=C), ValueError, 'center: expected 1 dimensions'),
     (lambda C: excess(C, AffineSet(C[0, :2], C[:2, :2].T)), ValueError, 'C, D: points of different dimensions'),
+    (lambda C: excess(C, C, chunk_size=0), ValueError, 'chunk_size: expected a positive int'),
+    (lambda C: hausdorff(C, C, chunk_size=2.5), TypeError, 'chunk_size: expected a positive int'),
+    (lambda C: point_to_set_distance(C, C, chunk_size=True), TypeError, 'chunk_size'),
+    (lambda C: AffineSet(C[0], C.T).contains(C, atol=-1.), ValueError, 'atol'),
 ])
 def test_bad_input(call, err, msg):
     C = torch.randn(5, 3, dtype=f64)

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from hypothesis import given, settings, strategies as st, HealthCheck
-from setsens.risk import Risk, EvalBatchNormAsAffine, check_eval_mode
+from setsens.risk import Risk, check_eval_mode
 
 D = torch.float64
 N, DIN, DOUT = 11, 3, 2
@@ -259,15 +259,6 @@ def test_cross_entropy_and_dropout_eval_under_vmap():
         return F.cross_entropy(torch.func.functional_call(m, d, (X,)), Yc)
     Hc = torch.autograd.functional.hessian(Rce, r.w)
     torch.testing.assert_close(r.hvp(torch.eye(r.p, dtype=D)), Hc, rtol=1e-10, atol=1e-12)
-
-
-def test_eval_batchnorm_as_affine():
-    bn = nn.BatchNorm2d(3, affine=False).double()
-    bn.train()(torch.randn(20, 3, 4, 4, dtype=D) + 2)
-    bn.eval()
-    x = torch.randn(5, 3, 4, 4, dtype=D)
-    with EvalBatchNormAsAffine(): y = bn(x)
-    torch.testing.assert_close(y, bn(x), rtol=1e-13, atol=1e-14)
 
 
 # --------------------------------------------------------------------------- from_function

@@ -45,6 +45,10 @@ def _input_scale(X: torch.Tensor, p: float) -> float:
     "Ê‖x‖_p over the rows of X (the scale of the attack radius, Section 2)."
     return float(_rownorm(X, p).mean())
 
+def _risk_scale(risk, p: float) -> float:
+    "Ê‖x‖_p over a risk's whole data set (every rank's shard for a `DistributedRisk`)."
+    return float(risk.data_mean(_rownorm(risk.X, p)))
+
 def _default_rtol(dtype) -> float: return 1e-10 if torch.finfo(dtype).eps < 1e-10 else 1e-5
 
 def _check_w(w, risk, name):
@@ -474,7 +478,7 @@ def aif(risk, # a `setsens.risk.Risk` at the (standard) minimiser θ̂
     p = _check_p(p)
     if method not in ('krylov', 'dense'): raise ValueError(f"method: expected 'krylov' or 'dense', got {method!r}")
     lam = _check_damping(damping)
-    scale = _input_scale(risk.X, p) if scale is None else check_positive(scale, 'scale', strict=False)
+    scale = _risk_scale(risk, p) if scale is None else check_positive(scale, 'scale', strict=False)
     rtol = _default_rtol(risk.dtype) if rtol is None else check_positive(rtol, 'rtol')
     phi, zero = _phi(risk, p, zero_tol)
     if len(zero):
@@ -636,7 +640,7 @@ def aif_confidence_interval(risk, # a `Risk` at θ̂
     level = float(level)
     if not 0 < level < 1: raise ValueError(f"level: must be in (0, 1), got {level}")
     lam = _check_damping(damping)
-    scale = _input_scale(risk.X, p) if scale is None else check_positive(scale, 'scale', strict=False)
+    scale = _risk_scale(risk, p) if scale is None else check_positive(scale, 'scale', strict=False)
     rtol = _default_rtol(risk.dtype) if rtol is None else check_positive(rtol, 'rtol')
     phi, zero = _phi(risk, p, zero_tol)
     est = None

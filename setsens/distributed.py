@@ -56,6 +56,7 @@ class DistributedRisk:
     def jx(self, dX): return self._reduce(self.local.jx(dX))
     def jxT(self, U): return self.local.jxT(U) * self._wt
     def grad_x(self): return self.local.grad_x()
+    def data_mean(self, v): return self.allsum(v.sum()) / self.n
 
 # %% ../nbs/20_distributed.ipynb #2c632f25
 def shard(t: torch.Tensor, # data, rows are examples

@@ -98,7 +98,8 @@ def _inv(d):
     pos = d > 0
     return torch.where(pos, 1/torch.where(pos, d, torch.ones_like(d)), torch.zeros_like(d))
 
-_REASONS = [(1, 'maxiter reached'), (2, 'breakdown (non-finite or singular recurrence)'),
+_REASONS = [(4, 'an operator product returned NaN or Inf (non-finite)'),
+            (1, 'maxiter reached'), (2, 'breakdown (non-finite or singular recurrence)'),
             (0, 'the recurrence estimates drifted from the true residual, also after restarts (tolerance below the attainable accuracy in this precision?)'),
             (3, 'Krylov space exhausted without meeting the tolerance')]
 
@@ -111,6 +112,7 @@ def _solve(solver, cycle, op, opT, B, X0, vec, rtol, atol, maxiter, warn, callba
     mv = lambda: op.count + (opT.count if opT is not op else 0)
     hist = ([], [], [])
     stop = torch.zeros(k, dtype=torch.long, device=B.device)   # 0 recurrence converged, 1 maxiter, 2 breakdown, 3 exhausted
+    nonfinite = torch.zeros(k, dtype=torch.bool, device=B.device)   # a true-residual check met NaN/Inf (4)
     allowed = torch.ones(k, dtype=torch.bool, device=B.device)
     its, last_arn = 0, None
     def keep(best, X, rn, arn, mask=None):             # the best truly checked iterate so far, per column
@@ -125,10 +127,12 @@ def _solve(solver, cycle, op, opT, B, X0, vec, rtol, atol, maxiter, warn, callba
         Rc = B - op(Xc); ATRc = opT(Rc)
         if damp: ATRc = ATRc - damp**2*(Xc if X0 is None else Xc - X0)
         rc, arc = _nrm(Rc), _nrm(ATRc)
+        nonfinite.logical_or_(~(torch.isfinite(rc) & torch.isfinite(arc)))
         best = keep(best, Xc, rc, arc, mask); cache[0] = (Xc, Rc, ATRc)
         return rc, arc
     for cyc in range(restarts + 1):
         rn, arn = _nrm(R), _nrm(ATR)
+        nonfinite.logical_or_(~(torch.isfinite(rn) & torch.isfinite(arn)))
         best = keep(best, X, rn, arn)
         conv = (arn <= tol_ar) | (rn <= tol_r)
         if last_arn is not None:                       # restart only where the last cycle helped
@@ -148,6 +152,7 @@ def _solve(solver, cycle, op, opT, B, X0, vec, rtol, atol, maxiter, warn, callba
     X, rn, arn = best                                  # never return an iterate worse than one already checked
     conv = (arn <= tol_ar) | (rn <= tol_r)
     bad = ~conv
+    stop = torch.where(nonfinite, 4, stop)             # a NaN/Inf product outranks what the recurrence said
     if not bool(bad.any()): reason = 'converged'
     else:
         parts = []

@@ -310,6 +310,12 @@ def grad_x(self: Risk) -> torch.Tensor:
     g = torch.cat([fgrad(self._fsum, argnums=1)(self._w, Xc, Yc) for _, Xc, Yc in self._chunks()])
     return g if self._fn is None else g*self.n
 
+@patch
+def data_mean(self: Risk, v: torch.Tensor # per-example values (n,), one for each row of X
+             ) -> torch.Tensor:
+    "The mean of per-example values over the whole data set (`DistributedRisk` averages over every rank's shard)."
+    return v.mean()
+
 # %% ../nbs/01_risk.ipynb #4f8584d3
 def _fwd_ad(cols, *args):
     "Run a forward-over-reverse product, turning PyTorch's 'forward AD not implemented' into advice."

@@ -55,7 +55,7 @@ def test_margin_cross_entropy_is_cross_entropy():
                                      for z, c in zip(Z, y)], dtype=torch.float64)
     ref = oracle(Z)
     torch.testing.assert_close(margin_cross_entropy(Z, y), ref, rtol=1e-13, atol=0)
-    big = ref > 1e-6                                     # where F.cross_entropy does not cancel, it agrees too
+    big = ref > 1e-4      # where F.cross_entropy does not cancel (its absolute error is ~ eps·max|z| ≈ 1e-15), it agrees too
     torch.testing.assert_close(F.cross_entropy(Z, y, reduction='none')[big], ref[big], rtol=1e-10, atol=0)
     assert float(F.cross_entropy(Z[:1], y[:1])) == 0. < float(ref[0])   # ... and where it cancels, it returns 0
     gm = torch.func.grad(lambda z: margin_cross_entropy(z, y).sum())(Z)

@@ -19,7 +19,7 @@ docs-html:
 	python tools/build_html_docs.py --out _site
 
 bench:
-	python benchmarks/hausdorff.py && python benchmarks/krylov.py && python benchmarks/hvp.py && python benchmarks/aif.py
+	python benchmarks/hausdorff.py && python benchmarks/engine.py && python benchmarks/memory.py && python benchmarks/aif.py
 
 readme:
 	python tools/make_readme.py

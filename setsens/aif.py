@@ -4,13 +4,13 @@
 
 # %% ../nbs/10_aif.ipynb #b7859c53
 from __future__ import annotations
-import math, time, warnings
+import math, numbers, time, warnings
 from pathlib import Path
 from dataclasses import dataclass, field
 from statistics import NormalDist
 import torch
 from torch import nn
-from .core import check_tensor, check_positive, in_test, progress, default_device, Result, results_markdown
+from .core import check_tensor, check_same, check_positive, in_test, progress, default_device, Result, results_markdown
 from .risk import Risk, LOSSES
 from .graphical import solution_shift
 
@@ -19,19 +19,33 @@ __all__ = ['adversarial_direction', 'RobustFitInfo', 'robust_fit', 'AIFInfo', 'a
            'AIFInterval', 'aif_confidence_interval', 'aif_study']
 
 # %% ../nbs/10_aif.ipynb #2898dd48
-def _check_p(p, name: str='p') -> float:
-    "`p` as a float in [1, ∞]; `TypeError`/`ValueError` naming `name` otherwise."
+def _check_p(p, name: str='p', need: str|None=None) -> float:
+    """`p` as a float in [1, ∞]; `TypeError`/`ValueError` naming `name` otherwise (`need`: what the range is for).
+    The one order check of the package: `setsens.cases`, `setsens.kernels` and `setsens.dro` use it too."""
     if isinstance(p, str):
         if p.strip().lower() in ('inf', 'infinity', '∞'): return math.inf
         raise ValueError(f"{name}: expected a number in [1, inf] or 'inf', got {p!r}")
     if isinstance(p, torch.Tensor) and p.numel() == 1: p = p.item()
-    if isinstance(p, bool) or not isinstance(p, (int, float)):
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):     # numbers.Real: numpy scalars too
         raise TypeError(f"{name}: expected a number in [1, inf], got {type(p).__name__}")
     p = float(p)
     if math.isnan(p) or p < 1:
-        raise ValueError(f"{name}: the l_p attack needs p in [1, inf] (for p < 1 the ball is not convex "
-                         f"and Theorem 4.1's direction is not a maximiser), got p={p}")
+        need = need or ("the l_p attack needs p in [1, inf] (for p < 1 the ball is not convex "
+                        "and Theorem 4.1's direction is not a maximiser)")
+        raise ValueError(f"{name}: {need}, got {name}={p}")
     return p
+
+def _check_count(n, name: str) -> int:
+    "`n` as a positive int (an iteration cap, a sample size); `TypeError`/`ValueError` naming `name` otherwise."
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"{name}: expected a positive integer, got {type(n).__name__}")
+    if n < 1: raise ValueError(f"{name}: must be a positive integer, got {n}")
+    return int(n)
+
+def _check_xy(X, y):
+    "Regression data: X (n, m) and y (n,), finite tensors of one dtype and device, as many targets as rows."
+    check_tensor(X, 'X', ndim=2); check_tensor(y, 'y', ndim=1); check_same(X, y, 'X, y')
+    if y.shape[0] != X.shape[0]: raise ValueError(f"X, y: {X.shape[0]} rows against {y.shape[0]} targets")
 
 def _conjugate(p: float) -> float:
     "The Hölder conjugate q of p: 1/p + 1/q = 1."
@@ -306,6 +320,7 @@ def robust_fit(risk, # a `Risk` (model, loss, training data); its parameters are
     p = _check_p(p)
     eps = check_positive(eps, 'eps', strict=False)
     wd = check_positive(weight_decay, 'weight_decay', strict=False)
+    max_iter = _check_count(max_iter, 'max_iter')
     anchor = None if anchor is None else _check_w(anchor, risk, 'anchor').detach()
     tilt = None if anchor is None else risk.at(w=anchor).grad().detach()   # ∇R(θ̃): θ̃ becomes the ε = 0 solution
     if method not in ('pgd', 'exact'): raise ValueError(f"method: expected 'pgd' or 'exact', got {method!r}")
@@ -453,6 +468,7 @@ class AIFInfo:
     converged: bool # whether the solve met its tolerance
 
 def _phi(risk, p, zero_tol):
+    zero_tol = check_positive(zero_tol, 'zero_tol', strict=False)
     gx = risk.grad_x()
     if not bool(torch.isfinite(gx).all()):
         raise ValueError("risk: the input gradients ∇_x l contain NaN or Inf (check the data and the parameters)")

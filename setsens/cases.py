@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from .core import check_tensor, check_positive, in_test, progress, Result
+from .core import check_tensor, check_same, check_positive, in_test, progress, Result
+from .aif import _check_p, _check_xy, _conjugate, _input_scale, adversarial_direction
 
 # %% auto #0
 __all__ = ['THEOREM_5_1_REGIMES', 'squared_loss', 'linear_basis', 'quadratic_basis', 'example_5_1_basis', 'BasisRegression',
@@ -48,22 +49,10 @@ class BasisRegression(nn.Module):
 
 def fit_basis_regression(basis, X: torch.Tensor, y: torch.Tensor) -> BasisRegression:
     "Least squares θ̂ = argmin Σ (y_i − θᵀv(x_i))² (QR, float64 advisable)."
+    _check_xy(X, y)
     V = basis(X)
     th = torch.linalg.lstsq(V, y[:, None]).solution[:, 0]
     return BasisRegression(basis, th)
-
-# %% ../nbs/11_aif_cases.ipynb #78dc9100
-def _conj(p: float) -> float: return math.inf if p == 1 else 1. if p == math.inf else p/(p - 1)
-
-def _dual(G: torch.Tensor, p: float) -> torch.Tensor:
-    "Rows ψ with ‖ψ‖_p = 1 and ψᵀg = ‖g‖_q (the l_p-dual direction of each row g)."
-    q = _conj(p)
-    if p == math.inf: return torch.sign(G)
-    if p == 1:
-        a = G.abs(); top = a == a.amax(1, keepdim=True)
-        return torch.sign(G)*top/top.sum(1, keepdim=True)
-    a = G.abs()/G.abs().amax(1, keepdim=True)
-    return torch.sign(G)*a**(q - 1)/torch.linalg.vector_norm(a, ord=q, dim=1, keepdim=True)**(q - 1)
 
 # %% ../nbs/11_aif_cases.ipynb #0af0b12c
 def eq6_sensitivity(basis, # v: (n, m) -> (n, d)
@@ -77,23 +66,40 @@ def eq6_sensitivity(basis, # v: (n, m) -> (n, d)
                     scale: float|None=None, # the radius scale (None: Ê‖x‖_p over X)
                    ) -> float:
     "Ŝ_ε(𝓖𝓛) of eq. 6 for f = θᵀv(x) and loss (y − f)², in closed form (Theorem 4.1 written out)."
-    check_tensor(X, 'X', ndim=2); check_tensor(y, 'y', ndim=1)
-    if y.shape[0] != X.shape[0]: raise ValueError(f"X, y: {X.shape[0]} rows against {y.shape[0]} targets")
+    _check_xy(X, y)
+    p = _check_p(p)
+    eps = check_positive(eps, 'eps', strict=False)
+    s = _input_scale(X, p) if scale is None else check_positive(scale, 'scale', strict=False)
     n, m = X.shape
+    if X_eval is not None:
+        check_tensor(X_eval, 'X_eval', ndim=2); check_same(X, X_eval, 'X, X_eval')
+        if X_eval.shape[1] != m: raise ValueError(f"X, X_eval: {m} against {X_eval.shape[1]} features")
     V = basis(X)
-    th = torch.linalg.lstsq(V, y[:, None]).solution[:, 0] if theta is None else theta
+    if theta is None: th = torch.linalg.lstsq(V, y[:, None]).solution[:, 0]
+    else:
+        th = check_tensor(theta, 'theta', ndim=1); check_same(X, th, 'X, theta')
+        if th.shape[0] != V.shape[1]:
+            raise ValueError(f"theta: expected shape ({V.shape[1]},) (one coefficient per basis function), got {tuple(th.shape)}")
     eta = y - V @ th
     J = torch.func.vmap(torch.func.jacrev(lambda x: basis(x[None])[0]))(X)     # (n, d, m): ∂v/∂x
     g = torch.einsum('ndm,d->nm', J, th)                                          # ∇_x f = J_vᵀθ
-    s = float(torch.linalg.vector_norm(X, ord=p, dim=1).mean()) if scale is None else scale
+    zero = g.abs().amax(1) == 0
+    if bool(zero.all()):
+        raise ValueError("theta: ∇_x f = J_vᵀθ vanishes at every training input (θ = 0?), so Theorem 4.1's "
+                         "attack direction is undefined")
+    if bool(zero.any()):
+        iz = zero.nonzero().flatten().tolist()
+        if printed: raise ValueError(f"theta: ∇_x f = J_vᵀθ vanishes at examples {iz[:10]}; eq. 6 as printed divides by ‖∇_x f‖")
+        warnings.warn(f"eq6_sensitivity: {len(iz)} of {n} examples have ∇_x f = 0 (indices {iz[:10]}{' ...' if len(iz) > 10 else ''}); "
+                      "Theorem 4.1 assumes none: they get ψ_i = 0 and contribute nothing, as in `setsens.aif.aif`", RuntimeWarning)
     if printed:
         gn = g.norm(dim=1)
         Phi = ((-eta/gn)[:, None]*torch.einsum('ndm,nm->nd', J, g)).mean(0) \
               + ((gn*torch.sign(-eta))[:, None]*V).mean(0)
         C = torch.cov(V.T).reshape(V.shape[1], V.shape[1])
         return float(eps**2*Phi @ torch.linalg.solve(C, Phi))
-    psi = _dual(g, p)
-    gq = torch.linalg.vector_norm(g, ord=_conj(p), dim=1)
+    psi = adversarial_direction(g, p)                                             # ‖ψ_i‖_p = 1, ψ_iᵀg_i = ‖g_i‖_q
+    gq = torch.linalg.vector_norm(g, ord=_conjugate(p), dim=1)
     Phi = s*((eta.abs()[:, None]*torch.einsum('ndm,nm->nd', J, psi)) - (torch.sign(eta)*gq)[:, None]*V).mean(0)
     M = V.T @ V/n
     Ve = V if X_eval is None else basis(X_eval)

@@ -100,7 +100,8 @@ ARCHS = {'resnet20': resnet20, 'resnet32': resnet32, 'resnet44': resnet44,
 
 # %% ../nbs/06_cifar.ipynb #a1ffdb4b
 def _read_checkpoint(path: Path) -> dict:
-    "`torch.load(path, weights_only=True)` on the CPU, with a clear error when the file holds more than tensors."
+    "`torch.load(path, weights_only=True)` on the CPU, with a clear error when the file holds more than tensors, is cut short or holds NaN/Inf."
+    path = Path(path)
     try:
         obj = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
@@ -108,11 +109,26 @@ def _read_checkpoint(path: Path) -> dict:
             f"{path}: refused to load: torch.load(weights_only=True) found objects other than tensors and "
             f"plain containers in this file, so it is not a plain weights checkpoint (it may be tampered "
             f"with). setsens never unpickles arbitrary objects. Details: {str(e).splitlines()[0]}") from e
+    except (EOFError, RuntimeError, KeyError, ValueError) as e:   # what torch.load raises on a cut or foreign file
+        size = path.stat().st_size if path.is_file() else None
+        what = ("is empty (0 bytes)" if size == 0 else
+                f"is truncated or corrupt ({size} bytes), e.g. an interrupted copy or download, or not a torch checkpoint")
+        detail = str(e).splitlines()[0] if str(e) else 'no message'
+        raise ValueError(f"{path}: unreadable checkpoint: the file {what}; torch.load failed with "
+                         f"{type(e).__name__} ({detail}). Copy or download it again.") from e
     if isinstance(obj, dict) and 'state_dict' in obj: obj = obj['state_dict']
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(f"{path}: expected a state dict (name → tensor) or a dict with key 'state_dict', "
                          f"got {type(obj).__name__}")
+    _check_finite_state(obj, f"{path}: ")
     return obj
+
+def _check_finite_state(state: dict, where: str=''):
+    "Refuse a state dict with a floating tensor holding NaN or Inf (a diverged or corrupted training run)."
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"{where}checkpoint tensors contain NaN or Inf: {_short(bad)}; the weights are unusable "
+                         f"(a diverged or corrupted training run?)")
 
 def _short(keys, n=4): 
     keys = list(keys)
@@ -121,7 +137,7 @@ def _short(keys, n=4):
 def load_state(model: nn.Module, # the network to fill
                state: dict, # name → tensor, possibly with a `module.` prefix
               ) -> nn.Module:
-    "Load `state` into `model` strictly after stripping `module.`; a clear `ValueError` on wrong keys or shapes."
+    "Load `state` into `model` strictly after stripping `module.`; a clear `ValueError` on wrong keys or shapes, or NaN/Inf weights."
     state = {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in state.items()}
     expected = model.state_dict()
     optional = {k for k in expected if k.endswith('num_batches_tracked')}
@@ -137,6 +153,7 @@ def load_state(model: nn.Module, # the network to fill
         if shapes: msg.append(f"shape mismatches (checkpoint vs model): {_short(shapes)}")
         msg.append("is it a checkpoint of another architecture (pass arch=)?")
         raise ValueError(' '.join(msg))
+    _check_finite_state(state)
     for k in optional:  # absent in checkpoints saved before BatchNorm counted its batches
         if k not in state: state[k] = expected[k]
     model.load_state_dict(state, strict=True)

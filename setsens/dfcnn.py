@@ -147,6 +147,22 @@ def _check_y(model, X, y):
     check_same(X, y, 'X, y')
     return y
 
+def _check_count(v, name, lo=0):
+    if isinstance(v, bool) or not isinstance(v, int): raise TypeError(f"{name}: expected an int >= {lo}, got {v!r}")
+    if v < lo: raise ValueError(f"{name}: expected an int >= {lo}, got {v}")
+    return v
+
+def _check_w(model, X, h, w, name='w', batch=False):
+    "Flat layer-h weights, (p_h,) (or (s, p_h) with `batch`), in X's (the model's) dtype and on its device."
+    p = model.weights()[h-1].numel()
+    check_tensor(w, name, ndim=(1, 2) if batch else 1)
+    if w.shape[-1] != p:
+        raise ValueError(f"{name}: expected flat layer-{h} weights of shape {'(p_h,) or (s, p_h)' if batch else '(p_h,)'} "
+                         f"with p_h = {p}, got {tuple(w.shape)}")
+    if w.dtype != X.dtype: raise ValueError(f"{name}: dtype {w.dtype} differs from the model's and X's ({X.dtype}); cast it with .to(X)")
+    if w.device != X.device: raise ValueError(f"{name}: on {w.device}, the model and X on {X.device}; move it with .to(X)")
+    return w
+
 def _functional(model):
     return ({n: p.detach() for n, p in model.named_parameters()},
             {n: b.detach() for n, b in model.named_buffers()})
@@ -169,6 +185,7 @@ def fit_zero_loss(model: DFCNN, # trained in place (all W^(h); `a` stays fixed)
                  ) -> FitInfo:
     "Fit to (near) zero quadratic loss (Assumption 1) by Levenberg–Marquardt on all $W^{(h)}$ in the dual (n×n) form."
     _check_model(model); _check_X(model, X); _check_y(model, X, y)
+    _check_count(max_iter, 'max_iter'); damping = check_positive(damping, 'damping')
     n, eps = X.shape[0], torch.finfo(X.dtype).eps
     tol = 1e3*eps*max(1., float(y.abs().max())) if tol is None else check_positive(tol, 'tol')
     params, buffers = _functional(model)
@@ -250,9 +267,15 @@ def _warn_kinks(model, xs, zs, tol=None):
     tol = 1e3*torch.finfo(zs[0].dtype).eps if tol is None else tol
     for h, (W, x, z) in enumerate(zip(model.weights(), xs, zs), 1):
         scale = x.norm(dim=1, keepdim=True) * W.detach().norm(dim=1)
-        near = (z.abs() <= tol*scale) & (scale > 0)
+        # scale = 0 in a deeper layer: a dead input, constant near the point; in layer 1: x_i = 0 (or a zero row
+        # of W^(1)), a kink of every such unit
+        near = (z.abs() <= tol*scale) & ((scale > 0) | (h == 1))
         if bool(near.any()):
             i = int(near.any(1).nonzero()[0])
+            if h == 1 and float(x[i].norm()) == 0:
+                warnings.warn(f"data point {i} is x = 0, on the kink of every unit of layer 1: f is not differentiable "
+                              "there and the closed forms do not give its modulus", RuntimeWarning, stacklevel=3)
+                return
             warnings.warn(f"data point {i} sits on a ReLU kink of layer {h} (|pre-activation| ≤ {tol:.1e}·scale): "
                           "f is not differentiable there and the modulus is one-sided", RuntimeWarning, stacklevel=3)
             return
@@ -341,13 +364,17 @@ def theorem2_kappa(model: DFCNN, # a bias-free ReLU network (eq. 8)
                    k, # point(s): an int, a list, or None for all
                    h, # layer(s) 1..H, or None for all
                   ) -> torch.Tensor:
-    "Theorem 2's expression as reconstructed, $\\|\\nabla_x f(x_k)\\| / \\|\\nabla_{W^{(h)}} f(x_k)\\|_F$: per point and layer; below the modulus when $K_h$ is non-singular."
+    "Theorem 2's expression as reconstructed, $\\|\\nabla_x f(x_k)\\| / \\|\\nabla_{W^{(h)}} f(x_k)\\|_F$: per point and layer; below the modulus when $K_h$ is non-singular; 0 where $\\nabla_{W^{(h)}} f(x_k) = 0$ (a dead point, or $x_k = 0$: $0/0$, read with the closed form's $K_h^\\dagger$)."
     _check_model(model); _check_X(model, X)
     ks, k_scalar = _parse_k(k, X.shape[0])
     hs, h_scalar = _parse_h(h, model.depth)
     xs, zs, ds, v = _forward_backward(model, X)
+    _warn_kinks(model, xs, zs)
     idx = torch.tensor(ks, device=X.device)
-    kap = v[idx].norm(dim=1) / torch.stack([ds[j-1][idx].norm(dim=1) * xs[j-1][idx].norm(dim=1) for j in hs])
+    gn = torch.stack([ds[j-1][idx].norm(dim=1) * xs[j-1][idx].norm(dim=1) for j in hs])   # ‖∇_{W^(h)} f(x_k)‖_F
+    vn = v[idx].norm(dim=1).expand_as(gn)
+    # ∇_W f(x_k) = 0 forces ∇_x f(x_k) = 0 (δ^(1) = 0): 0/0, which the closed form ‖v_k‖·√[K_h^†]_kk reads as 0
+    kap = torch.where(gn > 0, vn/gn, torch.where(vn > 0, math.inf, 0.))
     if k_scalar: kap = kap[..., 0]
     return kap[0] if h_scalar else kap
 
@@ -362,7 +389,7 @@ def layer_jacobian(model: DFCNN, X: torch.Tensor, h: int, # network, data (n, d)
                   ) -> torch.Tensor:
     "$\\partial f(x_i)/\\partial w^{(h)}$ by autodiff, (n, p_h): its rows are the $g_i$ of the closed form."
     _check_model(model); _check_X(model, X); _check_h(h, model.depth)
-    w = model.weights()[h-1].detach().reshape(-1) if w is None else w
+    w = model.weights()[h-1].detach().reshape(-1) if w is None else _check_w(model, X, h, w)
     return jacrev(_layer_fn(model, X, h))(w)
 
 def project_layer(model: DFCNN, X: torch.Tensor, y: torch.Tensor, h: int, # network, data, labels, layer
@@ -372,6 +399,8 @@ def project_layer(model: DFCNN, X: torch.Tensor, y: torch.Tensor, h: int, # netw
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     "Gauss–Newton with minimum-norm steps $w \\leftarrow w - J^\\dagger(f - y)$ over $w^{(h)}$ (other layers fixed): onto $\\{f(x_i) = y_i\\ \\forall i\\}$, or its least-squares points if inconsistent. Returns (points, max residuals)."
     _check_model(model); _check_X(model, X); _check_y(model, X, y); _check_h(h, model.depth)
+    _check_w(model, X, h, W0, 'W0', batch=True); _check_count(max_iter, 'max_iter')
+    if tol is not None: tol = check_positive(tol, 'tol')
     one = W0.ndim == 1
     W = W0[None] if one else W0
     fn = _layer_fn(model, X, h)
@@ -507,7 +536,9 @@ def solution_set(model: DFCNN, X: torch.Tensor, h: int, # network at a zero-loss
                  rtol: float|None=None, # rank tolerance for the null space of J (default max(n, p_h)·eps)
                 ) -> AffineSet:
     "$F_h$ near `w` as the `AffineSet` $\\{w + z : J z = 0\\}$: exact on the activation-pattern region, where $f$ is linear in $w^{(h)}$."
-    w = model.weights()[h-1].detach().reshape(-1) if w is None else w
+    _check_model(model); _check_X(model, X); _check_h(h, model.depth)
+    w = model.weights()[h-1].detach().reshape(-1) if w is None else _check_w(model, X, h, w)
+    if rtol is not None: rtol = check_positive(rtol, 'rtol')
     J = layer_jacobian(model, X, h, w)
     U, s, Vh = torch.linalg.svd(J, full_matrices=True)
     rt = max(J.shape)*torch.finfo(J.dtype).eps if rtol is None else rtol
@@ -539,6 +570,19 @@ def inclusion_check(model: DFCNN, X: torch.Tensor, y: torch.Tensor, # network at
     "Empirical check of (12)/(13): move $x_K$ by $\\Delta x$, re-solve by Gauss–Newton from sampled old solutions, and compare both excesses with $\\kappa_h\\|\\Delta x\\|$."
     _check_model(model); _check_X(model, X); _check_y(model, X, y); _check_h(h, model.depth)
     ks, scalar = _parse_k(k, X.shape[0])
+    if isinstance(sizes, torch.Tensor): sizes = sizes.tolist()
+    if not isinstance(sizes, (list, tuple)) or not sizes:
+        raise ValueError(f"sizes: expected a non-empty list of ‖Δx‖ values > 0, got {sizes!r}")
+    sizes = [check_positive(s, 'sizes') for s in sizes]     # the excesses are divided by ‖Δx‖
+    radius = check_positive(radius, 'radius'); _check_count(n_samples, 'n_samples', 1)
+    if directions is not None:
+        if not isinstance(directions, dict) or not directions:
+            raise ValueError(f"directions: expected a non-empty dict name -> (|K|, d) tensor, got {directions!r}")
+        for name, U in directions.items():
+            check_tensor(U, f'directions[{name!r}]')
+            if U.numel() != len(ks)*X.shape[1]:
+                raise ValueError(f"directions[{name!r}]: expected {len(ks)}×{X.shape[1]} = {len(ks)*X.shape[1]} entries (|K|, d), got shape {tuple(U.shape)}")
+            if float(U.norm()) == 0: raise ValueError(f"directions[{name!r}]: is zero; a direction needs a non-zero norm")
     idx = torch.tensor(ks, device=X.device)
     g = torch.Generator().manual_seed(seed)
     kap = float(layer_lipschitz_modulus(model, X, ks, h, y))

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import torch
-from .core import check_tensor, check_positive, in_test, progress, Result
+from .core import check_tensor, check_same, check_positive, in_test, progress, Result
+from .aif import _check_p, _check_count, _check_xy, _conjugate
 
 # %% auto #0
 __all__ = ['dro_weights', 'DAIFInfo', 'distributional_aif', 'emp_linear', 'emp_inner_pga', 'DROFitInfo', 'dro_linear_regression',
@@ -17,21 +18,8 @@ __all__ = ['dro_weights', 'DAIFInfo', 'distributional_aif', 'emp_linear', 'emp_i
 
 # %% ../nbs/13_dro.ipynb #dff62645
 def _check_u(u) -> float:
-    "The Wasserstein order u ∈ [1, ∞]."
-    if isinstance(u, str) and u.strip().lower() in ('inf', 'infinity', '∞'): return math.inf
-    try: u = float(u)
-    except (TypeError, ValueError): raise TypeError(f"u: expected a number in [1, inf], got {type(u).__name__}")
-    if not u >= 1: raise ValueError(f"u: the Wasserstein order must be in [1, inf], got {u}")
-    return u
-
-def _conj(p: float) -> float: return math.inf if p == 1 else 1. if p == math.inf else p/(p - 1)
-
-def _check_p(p) -> float:
-    if isinstance(p, str) and p.strip().lower() in ('inf', 'infinity', '∞'): return math.inf
-    try: p = float(p)
-    except (TypeError, ValueError): raise TypeError(f"p: expected a number in [1, inf], got {type(p).__name__}")
-    if not p >= 1: raise ValueError(f"p: the l_p norm needs p in [1, inf], got {p}")
-    return p
+    "The Wasserstein order u ∈ [1, ∞] (the same check as the attack norm p, `setsens.aif._check_p`)."
+    return _check_p(u, 'u', 'the Wasserstein order must be in [1, inf]')
 
 # %% ../nbs/13_dro.ipynb #33a6c6e1
 def dro_weights(c: torch.Tensor, # ‖∇_x l_i‖_q for every example (n,)
@@ -41,6 +29,10 @@ def dro_weights(c: torch.Tensor, # ‖∇_x l_i‖_q for every example (n,)
     "Weights w (n,) of the first-order worst-case allocation ‖δ_i‖ ∝ w_i: the unit-l_u vector that maximises Σ w_i c_i."
     u = _check_u(u)
     if rule not in ('exact', 'theorem'): raise ValueError(f"rule: expected 'exact' or 'theorem', got {rule!r}")
+    check_tensor(c, 'c', ndim=1)
+    if bool((c < 0).any()): raise ValueError("c: the gradient norms ‖∇_x l_i‖_q must be >= 0")
+    if not bool((c > 0).any()):
+        raise ValueError("c: every ‖∇_x l_i‖_q is 0, so every allocation is worst-case and the weights are undefined")
     if u == math.inf and rule == 'exact': return torch.ones_like(c)
     if u == 1 or rule == 'theorem':
         top = c >= c.max()*(1 - tie_rtol)
@@ -80,7 +72,7 @@ def distributional_aif(risk, # a `setsens.risk.Risk` at θ̂ (per-example losses
     p, u = _check_p(p), _check_u(u)
     X = risk.X; n = risk.n
     G = risk.grad_x()
-    c = torch.linalg.vector_norm(G.reshape(n, -1), ord=_conj(p), dim=1)
+    c = torch.linalg.vector_norm(G.reshape(n, -1), ord=_conjugate(p), dim=1)
     if bool((c == 0).all()): raise ValueError("risk: every ∇_x l_i vanishes; the distributional AIF is zero and J is undefined")
     w = dro_weights(c, u, rule)
     phi = adversarial_direction(G, p)
@@ -100,8 +92,9 @@ def emp_linear(beta: torch.Tensor, # coefficients (d,)
                p: float|str=2, u: float|str=1) -> torch.Tensor:
     "EMP(R) of Lemma 6.1 for l = (y − βᵀx)², inner maximum in closed form: u = 1: mean η² + 2Rb‖η‖_∞ + nR²b²; u = 2: (RMS η + Rb)²; u = ∞: mean (|η| + Rb)²; b = ‖β‖_q."
     p, u = _check_p(p), _check_u(u)
+    radius = check_positive(radius, 'radius', strict=False)
     eta = y - X @ beta
-    b = torch.linalg.vector_norm(beta, ord=_conj(p))
+    b = torch.linalg.vector_norm(beta, ord=_conjugate(p))
     n = X.shape[0]
     if u == 1: return (eta**2).mean() + 2*radius*b*eta.abs().max() + n*radius**2*b**2
     if u == 2: return ((eta**2).mean().sqrt() + radius*b)**2
@@ -129,6 +122,8 @@ def emp_inner_pga(beta: torch.Tensor, X: torch.Tensor, y: torch.Tensor, radius: 
     "EMP(R) by projected gradient ascent over all of Δ (p = 2, u ∈ {1, 2}), best of several starts: an independent check of `emp_linear`."
     u = _check_u(u)
     if u not in (1, 2): raise ValueError(f"u: emp_inner_pga handles u ∈ {{1, 2}}, got {u}")
+    radius = check_positive(radius, 'radius', strict=False)
+    steps = _check_count(steps, 'steps')
     n = X.shape[0]
     budget = n*radius if u == 1 else math.sqrt(n)*radius           # Σ‖δ_i‖ ≤ nR, or ‖Δ‖_F ≤ √n R
     proj = (lambda D: _project_group_l1(D, budget)) if u == 1 else (lambda D: D*min(1., budget/max(float(D.norm()), 1e-300)))
@@ -167,12 +162,17 @@ def dro_linear_regression(X: torch.Tensor, y: torch.Tensor,
                           scale: float|None=None, beta0: torch.Tensor|None=None,
                           gtol: float=1e-13, maxiter: int=100) -> tuple[torch.Tensor, DROFitInfo]:
     "θ̂_ε^DRO = argmin_β EMP(ε Ê‖x‖_p) for l = (y − βᵀx)² by damped Newton (autograd Hessian, float64)."
-    check_tensor(X, 'X', ndim=2); check_tensor(y, 'y', ndim=1)
+    _check_xy(X, y)
     p, u = _check_p(p), _check_u(u)
     eps = check_positive(eps, 'eps', strict=False)
+    gtol, maxiter = check_positive(gtol, 'gtol', strict=False), _check_count(maxiter, 'maxiter')
     s = float(torch.linalg.vector_norm(X, ord=p, dim=1).mean()) if scale is None else check_positive(scale, 'scale')
     R = eps*s
-    beta = torch.linalg.lstsq(X, y[:, None]).solution[:, 0] if beta0 is None else beta0.clone()
+    if beta0 is None: beta = torch.linalg.lstsq(X, y[:, None]).solution[:, 0]
+    else:
+        check_tensor(beta0, 'beta0', ndim=1); check_same(X, beta0, 'X, beta0')
+        if beta0.shape[0] != X.shape[1]: raise ValueError(f"beta0: expected shape ({X.shape[1]},), got {tuple(beta0.shape)}")
+        beta = beta0.clone()
     F = lambda b: emp_linear(b, X, y, R, p, u)
     gn, it, stalled = math.inf, 0, False
     for it in range(1, maxiter + 1):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_graphical.ipynb #14344211
 from __future__ import annotations
-import math, warnings
+import math, operator, warnings
 from dataclasses import dataclass, replace
 import torch
 from torch.func import grad, jacrev, vmap
@@ -128,14 +128,35 @@ def per_example_derivatives(loss, # loss(w, x, y) -> 0-d: one example's loss (y 
     return vmap(jacrev(g, 0), (None, 0, 0))(w, X, Y), vmap(jacrev(g, 1), (None, 0, 0))(w, X, Y)
 
 def _index(idx, n, name='idx', allow_empty=False):
+    "The perturbed index set as a 1-D long tensor (None stays None); integer indices in [0, n) only."
     if idx is None: return None
-    K = torch.as_tensor(idx).reshape(-1).to(torch.long)
+    try: K = torch.as_tensor(idx)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{name}: expected integer indices (a sequence or tensor of ints), got {idx!r}") from None
+    if K.numel() and (K.dtype == torch.bool or K.is_floating_point() or K.is_complex()):
+        raise TypeError(f"{name}: expected integer indices, got {K.dtype} values {K.reshape(-1).tolist()}")
+    K = K.reshape(-1).to(torch.long)
     if K.numel() == 0:
         if allow_empty: return K
         raise ValueError(f"{name}: the perturbed index set K is empty")
     if int(K.min()) < 0 or int(K.max()) >= n: raise ValueError(f"{name}: indices must lie in [0, {n}), got {K.tolist()}")
     if K.unique().numel() != K.numel(): raise ValueError(f"{name}: repeated indices {K.tolist()}")
     return K
+
+def _count(n, name, what):
+    "A positive int argument (bools, floats such as 2.5 and non-numbers refused, naming the argument)."
+    try: v = None if isinstance(n, bool) else operator.index(n)
+    except TypeError: v = None
+    if v is None: raise ValueError(f"{name}: expected a positive int (the number of {what}s), got {n!r}")
+    if v < 1: raise ValueError(f"{name}: need at least one {what}, got {n!r}")
+    return v
+
+def _seed(seed, name='seed'):
+    "An int seed for `torch.Generator.manual_seed` (None, bools and floats refused, naming the argument)."
+    if not isinstance(seed, bool):
+        try: return operator.index(seed)
+        except TypeError: pass
+    raise TypeError(f"{name}: expected an int seed, got {seed!r}")
 
 def eq14_matrices(hessians: torch.Tensor, # per-example Hessians ∇²_w L_i (n, p, p)
                   jacobians: torch.Tensor, # per-example ∇_{x_i}∇_w L_i (n, p, d)
@@ -212,8 +233,8 @@ def training_stability(dwR: torch.Tensor, # ∇_w R (p, p) (e.g. from `eq14_matr
     if radius is None: radius = math.sqrt(2)*dist if dist > 0 else 1.
     radius = check_positive(radius, 'radius')
     if radius < dist: raise ValueError(f"radius: the ball B(w̄, {radius:.4g}) misses the estimated set (distance {dist:.4g})")
-    if int(n) < 1: raise ValueError(f"n: need at least one sample, got {n}")
-    pts = S.sample(int(n), radius=radius, center=w_bar, generator=generator)
+    n = _count(n, 'n', 'sample')
+    pts = S.sample(n, radius=radius, center=w_bar, generator=generator)
     h = None
     if reference is not None:
         check_tensor(reference, 'reference', ndim=2); check_same(w_bar, reference, 'w_bar, reference')
@@ -287,18 +308,18 @@ def estimate_solution_set(risk, # a `setsens.risk.Risk` at (x̄, w̄)
                           **solver_kwargs,
                          ) -> tuple[torch.Tensor, list]:
     "Sample the estimated new solution set w̄ + DS(x̄|w̄)(ΔX) (eq. 15): n batched solves from random starts; returns ((n, p) points, per-point KrylovInfo list)."
-    if int(n) < 1: raise ValueError(f"n: need at least one point, got {n}")
+    n, seed = _count(n, 'n', 'point'), _seed(seed)
     X = risk.X
     if isinstance(dX, torch.Tensor) and dX.ndim != X.ndim:
         raise ValueError(f"dX: one perturbation of {X.ndim} dimensions expected (no batch axis), got shape {tuple(dX.shape)}")
-    p, n = risk.p, int(n)
+    p = risk.p
     b = -risk.jx(_weighted_dX(risk, dX, idx, weighting))          # the same right-hand side for every start
     solve = lambda B, X0: _solver(solver)(risk.hvp, B, X0, rtol=rtol, maxiter=maxiter, **solver_kwargs)
     if x0_scale is None:
         dw0, _ = solve(b, None)
         x0_scale = float(torch.linalg.vector_norm(dw0)) or 1.
     x0_scale = check_positive(x0_scale, 'x0_scale')
-    g = torch.Generator().manual_seed(int(seed))
+    g = torch.Generator().manual_seed(seed)
     X0 = (x0_scale/math.sqrt(p))*torch.randn(p, n, generator=g, dtype=risk.dtype).to(risk.device)
     dW, info = solve(b[:, None].expand(p, n).contiguous(), X0)
     infos = [replace(info, resnorm=info.resnorm[j], normres=info.normres[j], converged=info.converged[j])

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from .core import check_tensor, check_same, check_positive, in_test, progress, data_dir, Result
+from .aif import _check_p, _check_count, _check_xy
 
 # %% auto #0
 __all__ = ['ntk_kernel', 'kernel_ridge_objective', 'kernel_ridge', 'KernelAIFInfo', 'kernel_aif', 'RobustKernelInfo',
@@ -56,6 +57,11 @@ def kernel_ridge_objective(theta: torch.Tensor, # coefficients (n,)
     K = kernel(X)
     return ((y - K @ theta)**2).mean() + lam*(theta**2).sum()
 
+def _check_ridge(X, y, lam) -> float:
+    "Validate eq. 7's data (X (n, m), y (n,)) and λ > 0; return λ as a float."
+    _check_xy(X, y)
+    return check_positive(lam, 'lam')
+
 def kernel_ridge(X: torch.Tensor, # inputs (n, m)
                  y: torch.Tensor, # targets (n,)
                  lam: float, # λ > 0 of eq. 7
@@ -63,24 +69,16 @@ def kernel_ridge(X: torch.Tensor, # inputs (n, m)
                  K: torch.Tensor|None=None, # a precomputed Gram matrix (skips `kernel`)
                 ) -> torch.Tensor: # θ̂ (n,)
     "The minimiser of eq. 7: θ̂ = (KᵀK + nλI)⁻¹ Kᵀ y (Cholesky; KᵀK + nλI is positive definite for λ > 0)."
-    check_tensor(X, 'X', ndim=2); check_tensor(y, 'y', ndim=1); check_same(X, y, 'X, y')
-    lam = check_positive(lam, 'lam')
-    if y.shape[0] != X.shape[0]: raise ValueError(f"X, y: {X.shape[0]} rows against {y.shape[0]} targets")
-    K = kernel(X) if K is None else K
-    n = K.shape[0]
+    lam = _check_ridge(X, y, lam)
+    n = X.shape[0]
+    if K is None: K = kernel(X)
+    else:
+        check_tensor(K, 'K', ndim=2); check_same(X, K, 'X, K')
+        if tuple(K.shape) != (n, n): raise ValueError(f"K: expected the ({n}, {n}) Gram matrix of X, got shape {tuple(K.shape)}")
     A = K.T @ K + n*lam*torch.eye(n, dtype=K.dtype, device=K.device)
     return torch.cholesky_solve((K.T @ y)[:, None], torch.linalg.cholesky(A))[:, 0]
 
 # %% ../nbs/12_kernels.ipynb #80119450
-def _conj(p: float) -> float: return math.inf if p == 1 else 1. if p == math.inf else p/(p - 1)
-
-def _check_p(p) -> float:
-    if isinstance(p, str) and p.strip().lower() in ('inf', 'infinity', '∞'): return math.inf
-    try: p = float(p)
-    except (TypeError, ValueError): raise TypeError(f"p: expected a number in [1, inf], got {type(p).__name__}")
-    if not p >= 1: raise ValueError(f"p: the l_p attack needs p in [1, inf], got {p}")
-    return p
-
 def _x_grad(theta, X, y, lam, kernel):
     "∇_X L̂_n(θ, X, Y) (n, m) by reverse mode."
     Xr = X.detach().requires_grad_(True)
@@ -107,9 +105,13 @@ def kernel_aif(X: torch.Tensor, # inputs (n, m)
               ) -> tuple[torch.Tensor, KernelAIFInfo]:
     "Corollary 6.1 (reconstructed): Î(𝒦) = −(KᵀK + nλI)⁻¹ (Kᵀ K̇ θ̂ + K̇ᵀ(Kθ̂ − y)), K̇ = Σ_k ∂K/∂x_k β_k."
     from setsens.aif import adversarial_direction
-    p = _check_p(p)
-    th = kernel_ridge(X, y, lam, kernel) if theta is None else check_tensor(theta, 'theta', ndim=1)
+    p = _check_p(p); lam = _check_ridge(X, y, lam)
     n = X.shape[0]
+    if theta is None: th = kernel_ridge(X, y, lam, kernel)
+    else:
+        th = check_tensor(theta, 'theta', ndim=1); check_same(X, th, 'X, theta')
+        if th.shape[0] != n:
+            raise ValueError(f"theta: expected shape ({n},) (one coefficient per training example), got {tuple(th.shape)}")
     K = kernel(X)
     G = _x_grad(th, X, y, lam, kernel)                                 # ∇_{x_k} L̂_n, the rows
     if bool((G.abs().amax(1) == 0).any()):
@@ -148,7 +150,9 @@ def robust_kernel_ridge(X: torch.Tensor, y: torch.Tensor, lam: float,
     "θ̂_ε = argmin_θ max_{‖δ_k‖_p ≤ ρ} L̂_n(θ, X + Δ, Y) (eq. 7 under attack), by a damped, safeguarded Anderson saddle-point iteration."
     from setsens.aif import adversarial_direction
     t0 = time.perf_counter()
-    p = _check_p(p); eps = check_positive(eps, 'eps', strict=False)
+    p = _check_p(p); eps = check_positive(eps, 'eps', strict=False); lam = _check_ridge(X, y, lam)
+    maxiter, memory = _check_count(maxiter, 'maxiter'), _check_count(memory, 'memory')
+    tol, mixing = check_positive(tol, 'tol'), check_positive(mixing, 'mixing')
     n = X.shape[0]
     s = float(torch.linalg.vector_norm(X, ord=p, dim=1).mean()) if scale is None else check_positive(scale, 'scale')
     rho = eps*s
@@ -207,7 +211,9 @@ def load_mnist(split: str="test", # "test" (the official t10k files, complete) o
 
 def mnist_regression_sample(n: int, seed: int, split: str="test", root=None, dtype=torch.float64):
     "n random MNIST images as unit vectors in R^784 (the NTK assumes ‖x‖ = 1) and their digit as a real target."
+    n = _check_count(n, 'n')
     imgs, labels = load_mnist(split, root)
+    if n > len(labels): raise ValueError(f"n: asked for {n} images, but the {split!r} split has only {len(labels)}")
     idx = torch.randperm(len(labels), generator=torch.Generator().manual_seed(int(seed)))[:n].numpy()
     X = torch.tensor(imgs[idx].reshape(n, -1), dtype=dtype)/255.
     return X/X.norm(dim=1, keepdim=True), torch.tensor(labels[idx], dtype=dtype)

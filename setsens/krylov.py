@@ -21,7 +21,7 @@ class KrylovInfo:
     matvecs: int # block products with A or Aᵀ, setup and the final check included
     resnorm: torch.Tensor # ‖Ax − b‖ of the returned x, per column ((k,) or 0-d)
     normres: torch.Tensor # ‖Aᵀ(Ax − b)‖ of the returned x, per column
-    converged: torch.Tensor # bool per column: normres ≤ atol + rtol‖Aᵀb‖ or resnorm ≤ atol + rtol‖b‖
+    converged: torch.Tensor # bool per column: normres ≤ atol + rtol‖Aᵀb‖ or resnorm ≤ atol + rtol‖b‖ (‖Aᵀr₀‖, ‖r₀‖ where those are 0); never after a NaN/Inf product
     reason: str # why the iteration stopped
     history: dict = field(default_factory=dict, repr=False) # recurrence estimates per iterate: 'matvecs', 'resnorm', 'normres'
 
@@ -35,6 +35,7 @@ class _Op:
     "A dense or callable operator applied to (n, k) blocks; counts block products, checks what comes back."
     def __init__(self, A, name, ref, vec, rows=None, transpose=False):
         self.name, self.ref, self.vec, self.rows, self.count, self.checked = name, ref, vec, rows, 0, False
+        self.nonfinite = None                              # per column: a finite input gave a NaN/Inf product
         if isinstance(A, torch.Tensor):
             check_tensor(A, name, ndim=2)
             check_same(A, ref, f'{name}, b')
@@ -48,7 +49,7 @@ class _Op:
         if self.M is not None:
             if X.shape[0] != self.M.shape[1]:
                 raise ValueError(f"{self.name}: has shape {tuple(self.M.shape)} but is applied to {X.shape[0]} rows")
-            return self.M @ X
+            return self._watch(X, self.M @ X)
         Y = self.f(X[:, 0] if self.vec else X)
         if not isinstance(Y, torch.Tensor):
             raise TypeError(f"{self.name}: the operator returned {type(Y).__name__}, expected a tensor")
@@ -62,7 +63,13 @@ class _Op:
         if not self.checked:
             if not bool(torch.isfinite(Y).all()): raise ValueError(f"{self.name}: returned NaN or Inf")
             self.checked, self.rows = True, Y.shape[0]
-        return Y[:, None] if self.vec else Y
+        return self._watch(X, Y[:, None] if self.vec else Y)
+
+    def _watch(self, X, Y):
+        "Flag the columns where a finite input came back NaN/Inf (read by `_solve`; no host sync)."
+        bad = torch.isfinite(X).all(0) & ~torch.isfinite(Y).all(0)
+        self.nonfinite = bad if self.nonfinite is None else self.nonfinite | bad
+        return Y
 
 def _rhs(b):
     "b as a (p, k) block and whether it was a vector."
@@ -101,56 +108,71 @@ def _inv(d):
 _REASONS = [(4, 'an operator product returned NaN or Inf (non-finite)'),
             (1, 'maxiter reached'), (2, 'breakdown (non-finite or singular recurrence)'),
             (0, 'the recurrence estimates drifted from the true residual, also after restarts (tolerance below the attainable accuracy in this precision?)'),
-            (3, 'Krylov space exhausted without meeting the tolerance')]
+            (3, 'Krylov space exhausted, or the normal residual at the rounding level ε‖A‖‖r‖, without meeting the '
+                'tolerance (tolerance below the attainable accuracy in this precision)')]
 
 def _solve(solver, cycle, op, opT, B, X0, vec, rtol, atol, maxiter, warn, callback=None, damp=0., restarts=4):
-    "Run `cycle` from x0, check true residuals, restart columns the recurrence misjudged; returns (x, info)."
+    "Run `cycle` from x0, check true residuals, restart columns the recurrence misjudged (not from the rounding level); returns (x, info)."
     k = B.shape[1]
     if X0 is None: R = B; ATR = opT(B); X = torch.zeros_like(ATR); nATb = _nrm(ATR)
     else: X = X0.clone(); R = B - op(X0); ATR = opT(R); nATb = _nrm(opT(B))
-    tol_r, tol_ar = atol + rtol*_nrm(B), atol + rtol*nATb
+    nb, rn, arn = _nrm(B), _nrm(R), _nrm(ATR)
+    # rtol is relative to ‖b‖ and ‖Aᵀb‖; where those are 0 (b = 0 with a start x0), to the start's ‖r0‖, ‖Aᵀr0‖
+    tol_r, tol_ar = atol + rtol*torch.where(nb > 0, nb, rn), atol + rtol*torch.where(nATb > 0, nATb, arn)
     mv = lambda: op.count + (opT.count if opT is not op else 0)
     hist = ([], [], [])
     stop = torch.zeros(k, dtype=torch.long, device=B.device)   # 0 recurrence converged, 1 maxiter, 2 breakdown, 3 exhausted
-    nonfinite = torch.zeros(k, dtype=torch.bool, device=B.device)   # a true-residual check met NaN/Inf (4)
+    nonfinite = torch.zeros(k, dtype=torch.bool, device=B.device)   # an operator product or a true residual met NaN/Inf (4)
+    def seen_nonfinite(*norms):                        # NaN/Inf from the products so far, or in these residual norms
+        for o in (op, opT):
+            if o.nonfinite is not None: nonfinite.logical_or_(o.nonfinite)
+        for t in norms: nonfinite.logical_or_(~torch.isfinite(t))
     allowed = torch.ones(k, dtype=torch.bool, device=B.device)
-    its, last_arn = 0, None
+    its, last_arn, restarted = 0, None, [False]
     def keep(best, X, rn, arn, mask=None):             # the best truly checked iterate so far, per column
-        if best is None: return X, rn, arn
         ok, okb = (arn <= tol_ar) | (rn <= tol_r), (best[2] <= tol_ar) | (best[1] <= tol_r)
-        better = (ok & ~okb) | ((ok == okb) & (arn < best[2]))
+        # an iterate of a restart must halve ‖Aᵀr‖: below that, a restart only adds rounding noise, which
+        # the recurrence can blow up along ker A (the minimum-norm part would be lost for no gain)
+        gain = arn < (0.5 if restarted[0] else 1.)*best[2]
+        better = (ok & ~okb) | ((ok == okb) & gain)
         if mask is not None: better = better & mask
         return tuple(torch.where(better, new, old) for new, old in zip((X, rn, arn), best))
-    best, cache = None, [None]
+    best, cache = (X, rn, arn), [None]                 # the start
     def check(Xc, mask):                               # true residual norms of Xc (two products)
         nonlocal best
         Rc = B - op(Xc); ATRc = opT(Rc)
         if damp: ATRc = ATRc - damp**2*(Xc if X0 is None else Xc - X0)
         rc, arc = _nrm(Rc), _nrm(ATRc)
-        nonfinite.logical_or_(~(torch.isfinite(rc) & torch.isfinite(arc)))
+        seen_nonfinite(rc, arc)
         best = keep(best, Xc, rc, arc, mask); cache[0] = (Xc, Rc, ATRc)
         return rc, arc
     for cyc in range(restarts + 1):
         rn, arn = _nrm(R), _nrm(ATR)
-        nonfinite.logical_or_(~(torch.isfinite(rn) & torch.isfinite(arn)))
-        best = keep(best, X, rn, arn)
+        seen_nonfinite(rn, arn)
+        if cyc: best = keep(best, X, rn, arn)          # the result of the last cycle (the start is best already)
         conv = (arn <= tol_ar) | (rn <= tol_r)
         if last_arn is not None:                       # restart only where the last cycle helped
-            allowed = allowed & ((stop == 0) | (stop == 3)) & (arn <= 0.5*last_arn) & (damp == 0)
+            allowed = allowed & ((stop == 0) | (stop == 3)) & (arn <= 0.5*last_arn) & (damp == 0) & ~nonfinite
         todo = ~conv & allowed
         if not bool(todo.any()) or its >= maxiter: break
+        restarted[0] = cyc > 0
         X, used, st = cycle(X, R, ATR, ~todo, maxiter - its, hist, tol_r, tol_ar, mv, callback, check)
         its += used
         stop = torch.where(todo, st, stop)
         last_arn = arn
+        if used == 0: continue                         # nothing moved (all columns stopped at the start)
         if cache[0] is not None and cache[0][0] is X: R, ATR = cache[0][1:]   # checked already
         else:
             R = B - op(X)                              # the true residuals of the returned x
             ATR = opT(R)
             if damp: ATR = ATR - damp**2*(X if X0 is None else X - X0)
-    else: best = keep(best, X, _nrm(R), _nrm(ATR))
+    else:
+        rn, arn = _nrm(R), _nrm(ATR)
+        seen_nonfinite(rn, arn)
+        best = keep(best, X, rn, arn)
+    seen_nonfinite()
     X, rn, arn = best                                  # never return an iterate worse than one already checked
-    conv = (arn <= tol_ar) | (rn <= tol_r)
+    conv = ((arn <= tol_ar) | (rn <= tol_r)) & ~nonfinite   # a NaN/Inf product: no convergence claimed
     bad = ~conv
     stop = torch.where(nonfinite, 4, stop)             # a NaN/Inf product outranks what the recurrence said
     if not bool(bad.any()): reason = 'converged'
@@ -179,6 +201,7 @@ def _apply(c, s, x, y): return c*x + s*y, s*x - c*y
 
 def _mres_cycle(op, B):
     "One range-restricted minimal-normal-residual cycle (see above) as a function for `_solve`."
+    seen = [None]                                          # the ‖A‖ estimate, carried over restarts
     def cycle(X, R0, U, frozen, maxiter, hist, tol_r, tol_ar, mv, callback, check):
         k = B.shape[1]
         eps = torch.finfo(B.dtype).eps
@@ -186,13 +209,17 @@ def _mres_cycle(op, B):
         done = frozen.clone()
         stop = torch.zeros(k, dtype=torch.long, device=B.device)
         beta1 = _nrm(U)                                    # U = A r0 ∈ range(A): the Lanczos start
-        V = U*(_inv(beta1)*(~done).to(B.dtype)); Vprev = torch.zeros_like(B)
         z = torch.zeros_like(beta1)
+        Anorm = z.clone() if seen[0] is None else seen[0]
+        floor = 10*eps*_nrm(R0)                            # × ‖A‖: ‖A r‖ at the rounding level of ‖A‖‖r‖
+        low = ~done & (beta1 <= floor*Anorm)               # a restart from the rounding level: nothing to gain
+        stop = torch.where(low, 3, stop); done = done | low
+        V = U*(_inv(beta1)*(~done).to(B.dtype)); Vprev = torch.zeros_like(B)
         al, bt = {}, {1: z}                                # α_j, β_j of T (β_1 is not part of T)
         rot = {}                                           # per column m: reflectors (c, s) on rows (m+1, m+2) and (m, m+1)
         fa, fb = beta1.clone(), z.clone()                  # the two unfinished components of Q (β1 e1)
         Ds = {}                                            # the last four direction vectors d_i
-        Anorm, trusted = z.clone(), beta1.clone()          # trusted: the last true ‖A r‖
+        trusted = beta1.clone()                            # the last true ‖A r‖
         pending, age = torch.zeros_like(done), torch.zeros(k, dtype=torch.long, device=B.device)
         hist[0].append(mv()); hist[1].append(torch.where(done, nan, _nrm(R0))); hist[2].append(torch.where(done, nan, beta1))
         g = lambda L, i: L.get(i, z)
@@ -246,6 +273,8 @@ def _mres_cycle(op, B):
                     trusted = torch.where(pending, art, trusted)
                     pending = pending & False
                 done = done | (act & (arn <= tol_ar))
+                stag = act & ~done & (arn <= floor*Anorm)  # the estimate at the rounding level: going on only
+                stop = torch.where(stag, 3, stop); done = done | stag   # adds noise (along ker A, too)
             if bool(exh.any()):                            # last column with α_{j+1} = β_{j+1} = β_{j+2} = 0
                 act = exh & ~done
                 keep = (al.get(j+1), bt[j+1])
@@ -257,6 +286,7 @@ def _mres_cycle(op, B):
             if callback is not None: callback(X)
             Vprev, V = V, W*(_inv(bn)*(~done).to(B.dtype))
             al.pop(j-5, None); bt.pop(j-5, None)
+        seen[0] = Anorm
         return X, its, torch.where(done, stop, 1)
     return cycle
 
@@ -314,6 +344,7 @@ def _setup_rect(A, b, x0, AT, rtol, atol, maxiter, damp=0.):
 # %% ../nbs/02_krylov.ipynb #53bab657
 def _lsqr_cycle(op, opT, B, damp):
     "One LSQR cycle as a function for `_solve`."
+    seen = [None]                                          # the ‖A‖ estimate, carried over restarts
     def cycle(X, R0, ATR, frozen, maxiter, hist, tol_r, tol_ar, mv, callback, check):
         k = B.shape[1]
         eps = torch.finfo(B.dtype).eps
@@ -322,7 +353,9 @@ def _lsqr_cycle(op, opT, B, damp):
         beta = _nrm(R0); U = R0*_inv(beta)                  # β_1 u_1 = r0
         nv = _nrm(ATR); V = ATR*_inv(nv); alpha = nv*_inv(beta)   # α_1 v_1 = Aᵀu_1
         W = V.clone(); phibar, rhobar = beta.clone(), alpha.clone()
-        res2, anorm = torch.zeros_like(beta), alpha.clone()
+        res2, anorm = torch.zeros_like(beta), alpha.clone() if seen[0] is None else torch.maximum(seen[0], alpha)
+        low = ~done & (nv <= 10*eps*anorm*beta)            # a restart from the rounding level: nothing to gain
+        stop = torch.where(low, 3, stop); done = done | low
         nan = torch.full_like(beta, float('nan'))
         hist[0].append(mv()); hist[1].append(torch.where(done, nan, beta)); hist[2].append(torch.where(done, nan, nv))
         its = 0
@@ -350,9 +383,10 @@ def _lsqr_cycle(op, opT, B, damp):
             arn = alpha*(cs*phibar).abs()                   # ‖Aᵀr − damp²(x − x0)‖
             hist[0].append(mv()); hist[1].append(torch.where(act, rn, nan)); hist[2].append(torch.where(act, arn, nan))
             conv = (arn <= tol_ar) | ((rn <= tol_r) if damp == 0 else torch.zeros_like(done))
-            exh = (alpha <= 10*eps*anorm) | (beta <= 10*eps*anorm)
+            exh = (alpha <= 10*eps*anorm) | (beta <= 10*eps*anorm) | (arn <= 10*eps*anorm*rn)   # or Aᵀr at the rounding level
             stop = torch.where(act & exh & ~conv, 3, stop)
             done = done | (act & (conv | exh))
+        seen[0] = anorm
         return X, its, torch.where(done, stop, 1)
     return cycle
 
@@ -375,13 +409,16 @@ def lsqr(A, # a callable mapping (n,)→(m,) and (n, k)→(m, k), or an (m, n) t
 # %% ../nbs/02_krylov.ipynb #c01d1673
 def _cgls_cycle(op, opT, B):
     "One CGLS cycle as a function for `_solve`."
+    seen = [None]                                          # the ‖A‖ estimate, carried over restarts
     def cycle(X, R0, S, frozen, maxiter, hist, tol_r, tol_ar, mv, callback, check):
         k = B.shape[1]
         done = frozen.clone()
         stop = torch.zeros(k, dtype=torch.long, device=B.device)
         R, gam = R0.clone(), _nrm(S)**2
         nan = torch.full_like(gam, float('nan'))
-        eps, anorm = torch.finfo(B.dtype).eps, torch.zeros_like(gam)
+        eps, anorm = torch.finfo(B.dtype).eps, torch.zeros_like(gam) if seen[0] is None else seen[0]
+        low = ~done & (gam.sqrt() <= 10*eps*anorm*_nrm(R))   # a restart from the rounding level: nothing to gain
+        stop = torch.where(low, 3, stop); done = done | low
         hist[0].append(mv()); hist[1].append(torch.where(done, nan, _nrm(R))); hist[2].append(torch.where(done, nan, gam.sqrt()))
         P = S.clone()
         its = 0
@@ -405,6 +442,7 @@ def _cgls_cycle(op, opT, B):
             stop = torch.where(act & exh & ~conv, 3, stop)
             done = done | (act & (conv | exh))
             P = S + (gnew*_inv(gam))*P; gam = gnew
+        seen[0] = anorm
         return X, its, torch.where(done, stop, 1)
     return cycle
 

@@ -207,7 +207,11 @@ def loss_surface(loss_fn_or_risk, # a Risk, a callable f(w, X, Y) (with X, Y) or
     grid = torch.empty(len(alphas), len(betas), dtype=torch.float64)
     pts = [(i, j) for i in range(len(alphas)) for j in range(len(betas))]
     for i, j in _progress(pts, desc='loss surface', disable=None if progress else True):
-        grid[i, j] = float(value(_axpy(w0, d1, d2, float(alphas[i]), float(betas[j]))))
+        grid[i, j] = v = float(value(_axpy(w0, d1, d2, float(alphas[i]), float(betas[j]))))
+        if math.isnan(v):
+            raise ValueError(f"loss_fn_or_risk: the loss is NaN at grid point (alpha, beta) = ({float(alphas[i]):g}, "
+                             f"{float(betas[j]):g}) (index ({i}, {j})), w = w0 + alpha·d1 + beta·d2; a NaN surface "
+                             f"cannot be plotted or compared (check the loss there, e.g. a log of a non-positive value)")
     return grid.to(device=ref.device, dtype=ref.dtype)
 
 # %% ../nbs/08_landscape.ipynb #f887e317

@@ -87,7 +87,7 @@ class Risk:
         self.vectorize = (self.device.type != 'cpu') if vectorize is None else bool(vectorize)
         self._scale = 1/self.n
         self._cache = {}
-        with torch.no_grad(): self._fsum(self._w, self.X[:2], self.Y[:2])   # fail early on a bad loss/model/data
+        self._probe()   # fail early on a bad loss/model/data
 
     @classmethod
     def from_function(cls, fn, # fn(params: dict, X, Y) -> 0-d tensor: the risk itself (no 1/n is added)
@@ -245,13 +245,32 @@ class Risk:
             if not isinstance(r, torch.Tensor) or r.ndim != 0:
                 raise ValueError(f"fn: must return a 0-d tensor, got {tuple(r.shape) if isinstance(r, torch.Tensor) else type(r).__name__}")
             return r
-        out = functional_call(self.model, (self._unflat(w), self._frozen), (Xc,))
+        return self._loss_sum(functional_call(self.model, (self._unflat(w), self._frozen), (Xc,)), Yc, Xc.shape[0])
+
+    def _loss_sum(self, out, Yc, b):
+        "Σ l(out_i, y_i) over a chunk of b rows, checking that the loss is per-example."
         l = self._loss(out, Yc)
-        if not isinstance(l, torch.Tensor) or l.shape != (Xc.shape[0],):
-            raise ValueError(f"loss: must return per-example losses shaped (b,) = ({Xc.shape[0]},), got "
+        if not isinstance(l, torch.Tensor) or l.shape != (b,):
+            raise ValueError(f"loss: must return per-example losses shaped (b,) = ({b},), got "
                              f"{tuple(l.shape) if isinstance(l, torch.Tensor) else type(l).__name__} "
                              f"(use reduction='none')")
         return l.sum()
+
+    @torch.no_grad()
+    def _probe(self):
+        "One forward pass and loss on the first rows: name X when the model cannot take it, and refuse a NaN/Inf loss."
+        Xp, Yp = self.X[:2], self.Y[:2]
+        try: out = functional_call(self.model, (self._unflat(self._w), self._frozen), (Xp,))
+        except (RuntimeError, IndexError) as e:
+            raise ValueError(f"X: the model cannot take inputs shaped {tuple(self.X.shape)} (rows of shape "
+                             f"{tuple(self.X.shape[1:])}): a forward pass on X[:{len(Xp)}] failed with "
+                             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+        if isinstance(out, torch.Tensor) and out.is_floating_point() and bool(torch.isnan(out).any()):
+            raise ValueError(f"model: the output on X[:{len(Xp)}] contains NaN although X and the parameters are finite")
+        l = self._loss_sum(out, Yp, Xp.shape[0])
+        if not bool(torch.isfinite(l)):
+            raise ValueError(f"loss: evaluates to {float(l)} (NaN or Inf) on X[:{len(Xp)}], Y[:{len(Xp)}], so the risk "
+                             f"and its derivatives would be NaN/Inf (a log or division outside its domain?)")
 
     def _slices(self, n=None):
         n = self.n if n is None else n

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 import sympy as sp
 from torch.func import grad, jacrev
-from .core import Result, results_markdown, check_tensor, check_positive
+from .core import Result, results_markdown, check_tensor, check_same, check_positive
 from .sets import point_to_set_distance, excess, hausdorff
 from .graphical import (graphical_derivative, coderivative, lipschitz_modulus, influence_point,
                                training_stability, per_example_derivatives, eq14_matrices)
@@ -69,14 +69,24 @@ def toy_symbolic() -> dict:
                 symbols=dict(w1=w1, w2=w2, x1=x1, x2=x2, v1=v1, v2=v2, t=t))
 
 # %% ../nbs/04_toy.ipynb #a1374882
+def _check_pair(v, name: str, batch: bool=False):
+    "A toy vector (the two inputs x, the two weights w or the two labels y): shape (2,), or (..., 2) with `batch`."
+    check_tensor(v, name, ndim=None if batch else 1)
+    if v.ndim == 0 or v.shape[-1] != 2:
+        raise ValueError(f"{name}: expected shape {'(..., 2)' if batch else '(2,)'} (the toy has two inputs, "
+                         f"two weights and two labels), got {tuple(v.shape)}")
+    return v
+
 def toy_derivatives(x: torch.Tensor|None=None, # inputs (2,); default x̄
                     w: torch.Tensor|None=None, # weights (2,); default w̄
                     reduction: str='sum', # 'sum' (eq. 16) or 'mean'
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     "(∇_wR, ∇_xR) of R = ∇_w L for the toy, by `torch.func` (float64 by default)."
     xb, y, wb, _ = toy_data()
-    x = xb if x is None else check_tensor(x, 'x', ndim=1)
-    w = wb.to(x) if w is None else check_tensor(w, 'w', ndim=1)
+    x = xb if x is None else _check_pair(x, 'x')
+    if w is None: w = wb.to(x)
+    else:
+        _check_pair(w, 'w'); check_same(x, w, 'x, w')
     R = grad(lambda w, x: toy_loss(w, x, y.to(x), reduction))
     return jacrev(R, 0)(w, x), jacrev(R, 1)(w, x)
 
@@ -84,8 +94,15 @@ def toy_solution_constant(x: torch.Tensor, # inputs (2,) (or (..., 2))
                           y: torch.Tensor|None=None, # labels; default `TOY_Y`
                          ) -> torch.Tensor:
     "c(x) = Σ y_i x_i / Σ x_i²: the exact solution set is S(x) = {w : w1·w2 = c(x)} (w ≠ 0)."
+    _check_pair(x, 'x', batch=True)
     if y is None: y = torch.tensor(TOY_Y, dtype=x.dtype, device=x.device)
-    return (y*x).sum(-1)/(x*x).sum(-1)
+    else:
+        _check_pair(y, 'y', batch=True); check_same(x, y, 'x, y')
+    xx = (x*x).sum(-1)
+    if not bool((xx > 0).all()):
+        raise ValueError("x: x = 0 (Σ x_i² = 0): the loss is ½Σ y_i² for every w, so S(x) is all of ℝ², "
+                         "not a hyperbola, and c(x) is undefined")
+    return (y*x).sum(-1)/xx
 
 # %% ../nbs/04_toy.ipynb #b1b68b5e
 def hyperbola_distance(W: torch.Tensor, # points (m, 2) or (2,)
@@ -93,6 +110,7 @@ def hyperbola_distance(W: torch.Tensor, # points (m, 2) or (2,)
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     "Exact distances from `W` to the hyperbola w1·w2 = c (both branches) and the nearest points."
     check_tensor(W, 'W', ndim=(1, 2)); c = check_positive(c, 'c')
+    if W.shape[-1] != 2: raise ValueError(f"W: expected points (m, 2) or (2,) in the (w1, w2) plane, got shape {tuple(W.shape)}")
     single = W.ndim == 1
     P = (W[None] if single else W).to(torch.float64)
     a, b = P[:, 0], P[:, 1]

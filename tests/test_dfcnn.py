@@ -161,7 +161,8 @@ def test_persistent_rank_deficiency_is_finite_and_exact():
         assert cf == pytest.approx(_pinv_modulus(*_oracle_blocks(net, X, y, [k], 2)), rel=1e-7)
 
 
-def test_dead_point_zero_and_theorem2_nan():
+def test_dead_point_zero_and_theorem2_zero():
+    "A dead point (every unit off): both derivatives vanish, the exact modulus is 0, and Theorem 2's 0/0 is documented as 0 (never NaN)."
     g = torch.Generator().manual_seed(11)
     net = DFCNN(2, 4, 2, generator=g, dtype=f64)
     with torch.no_grad(): net.layers[0].weight[:, 0].abs_()
@@ -169,7 +170,7 @@ def test_dead_point_zero_and_theorem2_nan():
     y = net(X).detach()
     assert float(layer_lipschitz_modulus(net, X, 3, 1)) == 0.
     assert exact_layer_modulus(net, X, y, 3, 1) == 0.
-    assert math.isnan(float(theorem2_kappa(net, X, 3, 1)))
+    assert float(theorem2_kappa(net, X, 3, 1)) == 0.
 
 
 def test_fit_zero_loss_and_assumption2_fails():

@@ -4,7 +4,7 @@
 `nbdev_readme` needs Quarto; this needs nothing. Code cells (the figure, the live table) stay on the
 documentation home page only. `python tools/make_readme.py --check` exits 1 when README.md is stale.
 """
-import json, sys
+import json, re, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -14,7 +14,8 @@ def readme_text() -> str:
     parts = [''.join(c['source']).strip() for c in nb['cells'] if c['cell_type'] == 'markdown']
     # the home page's "One picture" section describes a figure drawn by code: the README links to the book instead
     parts = [p for p in parts if not p.startswith('## One picture')]
-    return '\n\n'.join(parts) + '\n'
+    # links to notebooks are relative to nbs/ on the home page, to the repository root in the README
+    return re.sub(r"\]\((\d\d_[a-z_]+\.ipynb)\)", r"](nbs/\1)", '\n\n'.join(parts)) + '\n'
 
 if __name__ == '__main__':
     txt = readme_text()

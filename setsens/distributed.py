@@ -91,9 +91,17 @@ def spawn_loopback(fn, # fn(rank, world, *args); what rank 0 returns is returned
     import torch.multiprocessing as mp
     ctx = mp.get_context('spawn')
     q = ctx.SimpleQueue()
-    mp.start_processes(_entry, args=(world, _free_port(), fn, args, q), nprocs=world, join=True, start_method='spawn')
+    pc = mp.start_processes(_entry, args=(world, _free_port(), fn, args, q), nprocs=world, join=False, start_method='spawn')
+    # read while waiting: a result larger than the pipe's buffer blocks rank 0 in `put` until someone reads it,
+    # so joining first would deadlock (a ResNet-56 HVP is 3.4 MB); `join` re-raises a worker's exception
+    data = None
+    while True:
+        if data is None and not q.empty(): data = q.get()
+        if pc.join(timeout=0.05): break
+    if data is None and not q.empty(): data = q.get()
+    if data is None: raise RuntimeError("spawn_loopback: rank 0 finished without returning a result")
     import io
-    return torch.load(io.BytesIO(q.get()), weights_only=True)
+    return torch.load(io.BytesIO(data), weights_only=True)
 
 # %% ../nbs/20_distributed.ipynb #6d0f4017
 def example_problem(seed: int=0, n: int=23, d: int=5, h: int=6, dtype=torch.float64):

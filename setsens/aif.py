@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 import torch
 from torch import nn
-from .core import check_tensor, check_same, check_positive, in_test, progress, default_device, Result, results_markdown
+from .core import check_tensor, check_same, check_positive, check_count, in_test, progress, default_device, Result, results_markdown
 from .risk import Risk, LOSSES
 from .graphical import solution_shift
 
@@ -35,12 +35,6 @@ def _check_p(p, name: str='p', need: str|None=None) -> float:
         raise ValueError(f"{name}: {need}, got {name}={p}")
     return p
 
-def _check_count(n, name: str) -> int:
-    "`n` as a positive int (an iteration cap, a sample size); `TypeError`/`ValueError` naming `name` otherwise."
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"{name}: expected a positive integer, got {type(n).__name__}")
-    if n < 1: raise ValueError(f"{name}: must be a positive integer, got {n}")
-    return int(n)
 
 def _check_xy(X, y):
     "Regression data: X (n, m) and y (n,), finite tensors of one dtype and device, as many targets as rows."
@@ -320,7 +314,7 @@ def robust_fit(risk, # a `Risk` (model, loss, training data); its parameters are
     p = _check_p(p)
     eps = check_positive(eps, 'eps', strict=False)
     wd = check_positive(weight_decay, 'weight_decay', strict=False)
-    max_iter = _check_count(max_iter, 'max_iter')
+    max_iter = check_count(max_iter, 'max_iter')
     anchor = None if anchor is None else _check_w(anchor, risk, 'anchor').detach()
     tilt = None if anchor is None else risk.at(w=anchor).grad().detach()   # ∇R(θ̃): θ̃ becomes the ε = 0 solution
     if method not in ('pgd', 'exact'): raise ValueError(f"method: expected 'pgd' or 'exact', got {method!r}")

@@ -4,14 +4,14 @@
 
 # %% ../nbs/00_core.ipynb #3fe221ef
 from __future__ import annotations
-import os, math
+import os, math, operator
 from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['data_dir', 'check_tensor', 'check_same', 'check_positive', 'in_test', 'default_device', 'progress', 'Result',
-           'results_markdown']
+__all__ = ['data_dir', 'check_tensor', 'check_same', 'check_positive', 'check_count', 'in_test', 'default_device', 'progress',
+           'Result', 'results_markdown']
 
 # %% ../nbs/00_core.ipynb #1f61bd51
 def _candidates(start: Path):
@@ -83,6 +83,18 @@ def check_positive(x, name: str, strict: bool=True, allow_inf: bool=False):
     except (TypeError, ValueError): raise TypeError(f"{name}: expected a number, got {type(x).__name__}")
     if math.isnan(v) or (math.isinf(v) and not allow_inf) or (v <= 0 if strict else v < 0):
         raise ValueError(f"{name}: must be {'> 0' if strict else '>= 0'}{'' if allow_inf else ' and finite'}, got {x}")
+    return v
+
+def check_count(n, name: str, # the value and the argument name used in messages
+                lo: int=1, # the smallest allowed value
+                what: str|None=None, # what is counted, for the message below `lo` ("need at least one sample")
+               ) -> int:
+    "`n` as an int ≥ `lo` (a count, an iteration cap); `ValueError` naming `name` otherwise (bools and floats such as 2.5 refused)."
+    try: v = None if isinstance(n, bool) else operator.index(n)
+    except TypeError: v = None
+    kind = 'a positive integer' if lo == 1 else f'an integer >= {lo}'
+    if v is None: raise ValueError(f"{name}: must be {kind}, got {n!r}")
+    if v < lo: raise ValueError(f"{name}: need at least one {what}, got {n!r}" if what and lo == 1 else f"{name}: must be {kind}, got {n!r}")
     return v
 
 # %% ../nbs/00_core.ipynb #b4a76d95

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.func import functional_call, hessian, jacfwd, jacrev, grad, vmap
-from .core import check_tensor, check_same, check_positive, in_test, progress, Result
+from .core import check_tensor, check_same, check_positive, check_count, in_test, progress, Result
 from .sets import AffineSet, excess
 from .graphical import lipschitz_modulus
 
@@ -147,11 +147,6 @@ def _check_y(model, X, y):
     check_same(X, y, 'X, y')
     return y
 
-def _check_count(v, name, lo=0):
-    if isinstance(v, bool) or not isinstance(v, int): raise TypeError(f"{name}: expected an int >= {lo}, got {v!r}")
-    if v < lo: raise ValueError(f"{name}: expected an int >= {lo}, got {v}")
-    return v
-
 def _check_w(model, X, h, w, name='w', batch=False):
     "Flat layer-h weights, (p_h,) (or (s, p_h) with `batch`), in X's (the model's) dtype and on its device."
     p = model.weights()[h-1].numel()
@@ -185,7 +180,7 @@ def fit_zero_loss(model: DFCNN, # trained in place (all W^(h); `a` stays fixed)
                  ) -> FitInfo:
     "Fit to (near) zero quadratic loss (Assumption 1) by Levenberg–Marquardt on all $W^{(h)}$ in the dual (n×n) form."
     _check_model(model); _check_X(model, X); _check_y(model, X, y)
-    _check_count(max_iter, 'max_iter'); damping = check_positive(damping, 'damping')
+    check_count(max_iter, 'max_iter', lo=0); damping = check_positive(damping, 'damping')
     n, eps = X.shape[0], torch.finfo(X.dtype).eps
     tol = 1e3*eps*max(1., float(y.abs().max())) if tol is None else check_positive(tol, 'tol')
     params, buffers = _functional(model)
@@ -399,7 +394,7 @@ def project_layer(model: DFCNN, X: torch.Tensor, y: torch.Tensor, h: int, # netw
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     "Gauss–Newton with minimum-norm steps $w \\leftarrow w - J^\\dagger(f - y)$ over $w^{(h)}$ (other layers fixed): onto $\\{f(x_i) = y_i\\ \\forall i\\}$, or its least-squares points if inconsistent. Returns (points, max residuals)."
     _check_model(model); _check_X(model, X); _check_y(model, X, y); _check_h(h, model.depth)
-    _check_w(model, X, h, W0, 'W0', batch=True); _check_count(max_iter, 'max_iter')
+    _check_w(model, X, h, W0, 'W0', batch=True); check_count(max_iter, 'max_iter', lo=0)
     if tol is not None: tol = check_positive(tol, 'tol')
     one = W0.ndim == 1
     W = W0[None] if one else W0
@@ -574,7 +569,7 @@ def inclusion_check(model: DFCNN, X: torch.Tensor, y: torch.Tensor, # network at
     if not isinstance(sizes, (list, tuple)) or not sizes:
         raise ValueError(f"sizes: expected a non-empty list of ‖Δx‖ values > 0, got {sizes!r}")
     sizes = [check_positive(s, 'sizes') for s in sizes]     # the excesses are divided by ‖Δx‖
-    radius = check_positive(radius, 'radius'); _check_count(n_samples, 'n_samples', 1)
+    radius = check_positive(radius, 'radius'); check_count(n_samples, 'n_samples')
     if directions is not None:
         if not isinstance(directions, dict) or not directions:
             raise ValueError(f"directions: expected a non-empty dict name -> (|K|, d) tensor, got {directions!r}")

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import torch
-from .core import check_tensor, check_same, check_positive, in_test, progress, Result
-from .aif import _check_p, _check_count, _check_xy, _conjugate
+from .core import check_tensor, check_same, check_positive, check_count, in_test, progress, Result
+from .aif import _check_p, _check_xy, _conjugate
 
 # %% auto #0
 __all__ = ['dro_weights', 'DAIFInfo', 'distributional_aif', 'emp_linear', 'emp_inner_pga', 'DROFitInfo', 'dro_linear_regression',
@@ -123,7 +123,7 @@ def emp_inner_pga(beta: torch.Tensor, X: torch.Tensor, y: torch.Tensor, radius: 
     u = _check_u(u)
     if u not in (1, 2): raise ValueError(f"u: emp_inner_pga handles u ∈ {{1, 2}}, got {u}")
     radius = check_positive(radius, 'radius', strict=False)
-    steps = _check_count(steps, 'steps')
+    steps = check_count(steps, 'steps')
     n = X.shape[0]
     budget = n*radius if u == 1 else math.sqrt(n)*radius           # Σ‖δ_i‖ ≤ nR, or ‖Δ‖_F ≤ √n R
     proj = (lambda D: _project_group_l1(D, budget)) if u == 1 else (lambda D: D*min(1., budget/max(float(D.norm()), 1e-300)))
@@ -165,7 +165,7 @@ def dro_linear_regression(X: torch.Tensor, y: torch.Tensor,
     _check_xy(X, y)
     p, u = _check_p(p), _check_u(u)
     eps = check_positive(eps, 'eps', strict=False)
-    gtol, maxiter = check_positive(gtol, 'gtol', strict=False), _check_count(maxiter, 'maxiter')
+    gtol, maxiter = check_positive(gtol, 'gtol', strict=False), check_count(maxiter, 'maxiter')
     s = float(torch.linalg.vector_norm(X, ord=p, dim=1).mean()) if scale is None else check_positive(scale, 'scale')
     R = eps*s
     if beta0 is None: beta = torch.linalg.lstsq(X, y[:, None]).solution[:, 0]

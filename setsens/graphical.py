@@ -8,7 +8,7 @@ import math, operator, warnings
 from dataclasses import dataclass, replace
 import torch
 from torch.func import grad, jacrev, vmap
-from .core import check_tensor, check_same, check_positive
+from .core import check_tensor, check_same, check_positive, check_count
 from .sets import AffineSet, hausdorff
 
 # %% auto #0
@@ -143,14 +143,6 @@ def _index(idx, n, name='idx', allow_empty=False):
     if K.unique().numel() != K.numel(): raise ValueError(f"{name}: repeated indices {K.tolist()}")
     return K
 
-def _count(n, name, what):
-    "A positive int argument (bools, floats such as 2.5 and non-numbers refused, naming the argument)."
-    try: v = None if isinstance(n, bool) else operator.index(n)
-    except TypeError: v = None
-    if v is None: raise ValueError(f"{name}: expected a positive int (the number of {what}s), got {n!r}")
-    if v < 1: raise ValueError(f"{name}: need at least one {what}, got {n!r}")
-    return v
-
 def _seed(seed, name='seed'):
     "An int seed for `torch.Generator.manual_seed` (None, bools and floats refused, naming the argument)."
     if not isinstance(seed, bool):
@@ -233,7 +225,7 @@ def training_stability(dwR: torch.Tensor, # ∇_w R (p, p) (e.g. from `eq14_matr
     if radius is None: radius = math.sqrt(2)*dist if dist > 0 else 1.
     radius = check_positive(radius, 'radius')
     if radius < dist: raise ValueError(f"radius: the ball B(w̄, {radius:.4g}) misses the estimated set (distance {dist:.4g})")
-    n = _count(n, 'n', 'sample')
+    n = check_count(n, 'n', what='sample')
     pts = S.sample(n, radius=radius, center=w_bar, generator=generator)
     h = None
     if reference is not None:
@@ -308,7 +300,7 @@ def estimate_solution_set(risk, # a `setsens.risk.Risk` at (x̄, w̄)
                           **solver_kwargs,
                          ) -> tuple[torch.Tensor, list]:
     "Sample the estimated new solution set w̄ + DS(x̄|w̄)(ΔX) (eq. 15): n batched solves from random starts; returns ((n, p) points, per-point KrylovInfo list)."
-    n, seed = _count(n, 'n', 'point'), _seed(seed)
+    n, seed = check_count(n, 'n', what='point'), _seed(seed)
     X = risk.X
     if isinstance(dX, torch.Tensor) and dX.ndim != X.ndim:
         raise ValueError(f"dX: one perturbation of {X.ndim} dimensions expected (no batch axis), got shape {tuple(dX.shape)}")

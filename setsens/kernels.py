@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import torch
-from .core import check_tensor, check_same, check_positive, in_test, progress, data_dir, Result
-from .aif import _check_p, _check_count, _check_xy
+from .core import check_tensor, check_same, check_positive, check_count, in_test, progress, data_dir, Result
+from .aif import _check_p, _check_xy
 
 # %% auto #0
 __all__ = ['ntk_kernel', 'kernel_ridge_objective', 'kernel_ridge', 'KernelAIFInfo', 'kernel_aif', 'RobustKernelInfo',
@@ -151,7 +151,7 @@ def robust_kernel_ridge(X: torch.Tensor, y: torch.Tensor, lam: float,
     from setsens.aif import adversarial_direction
     t0 = time.perf_counter()
     p = _check_p(p); eps = check_positive(eps, 'eps', strict=False); lam = _check_ridge(X, y, lam)
-    maxiter, memory = _check_count(maxiter, 'maxiter'), _check_count(memory, 'memory')
+    maxiter, memory = check_count(maxiter, 'maxiter'), check_count(memory, 'memory')
     tol, mixing = check_positive(tol, 'tol'), check_positive(mixing, 'mixing')
     n = X.shape[0]
     s = float(torch.linalg.vector_norm(X, ord=p, dim=1).mean()) if scale is None else check_positive(scale, 'scale')
@@ -211,7 +211,7 @@ def load_mnist(split: str="test", # "test" (the official t10k files, complete) o
 
 def mnist_regression_sample(n: int, seed: int, split: str="test", root=None, dtype=torch.float64):
     "n random MNIST images as unit vectors in R^784 (the NTK assumes ‖x‖ = 1) and their digit as a real target."
-    n = _check_count(n, 'n')
+    n = check_count(n, 'n')
     imgs, labels = load_mnist(split, root)
     if n > len(labels): raise ValueError(f"n: asked for {n} images, but the {split!r} split has only {len(labels)}")
     idx = torch.randperm(len(labels), generator=torch.Generator().manual_seed(int(seed)))[:n].numpy()

@@ -36,9 +36,36 @@ def _check_p(p, name: str='p', need: str|None=None) -> float:
     return p
 
 
+_HALF = (torch.float16, torch.bfloat16)
+
+def _check_kind(dtype, device, name: str, half: bool=False):
+    """Refuse, naming `name` and the dtype, what the AIF family cannot compute with: the meta device (shapes, no values),
+    complex dtypes (the AIF, its Hessian solves and the l_p geometry are real) and, unless `half`, float16/bfloat16
+    (eigendecompositions, Cholesky and Krylov solves need float32 or float64)."""
+    if torch.device(device).type == 'meta':
+        raise ValueError(f"{name}: is on the meta device (a shape without values); pass real data on the CPU or a GPU")
+    if dtype.is_complex:
+        raise TypeError(f"{name}: complex dtypes are not supported (the AIF is defined for real data and parameters), got {dtype}")
+    if not half and dtype in _HALF:
+        raise TypeError(f"{name}: half precision ({dtype}) is not supported: the AIF's dense linear algebra and solves "
+                        "need float32 or float64 (cast with .float() or .double())")
+
+def _check_real(x, name: str, ndim: int|tuple|None=None, finite: bool=True, half: bool=False) -> torch.Tensor:
+    """`check_tensor` plus `_check_kind`: a real (float32/float64; `half`: also float16/bfloat16), finite tensor with values.
+    The tensor check of the AIF family: `setsens.cases`, `setsens.kernels` and `setsens.dro` use it too."""
+    check_tensor(x, name, ndim=ndim, finite=False)
+    _check_kind(x.dtype, x.device, name, half)
+    if finite and not bool(torch.isfinite(x).all()): raise ValueError(f"{name}: contains NaN or Inf")
+    return x
+
+def _check_risk(risk, name: str='risk'):
+    "A risk fit for the AIF: real float32/float64 parameters, not on the meta device (`_check_kind`)."
+    _check_kind(risk.dtype, risk.device, name)
+    return risk
+
 def _check_xy(X, y):
-    "Regression data: X (n, m) and y (n,), finite tensors of one dtype and device, as many targets as rows."
-    check_tensor(X, 'X', ndim=2); check_tensor(y, 'y', ndim=1); check_same(X, y, 'X, y')
+    "Regression data: X (n, m) and y (n,), real finite tensors of one dtype and device, as many targets as rows."
+    _check_real(X, 'X', ndim=2); _check_real(y, 'y', ndim=1); check_same(X, y, 'X, y')
     if y.shape[0] != X.shape[0]: raise ValueError(f"X, y: {X.shape[0]} rows against {y.shape[0]} targets")
 
 def _conjugate(p: float) -> float:
@@ -60,7 +87,7 @@ def _risk_scale(risk, p: float) -> float:
 def _default_rtol(dtype) -> float: return 1e-10 if torch.finfo(dtype).eps < 1e-10 else 1e-5
 
 def _check_w(w, risk, name):
-    w = check_tensor(w, name, ndim=1)
+    w = _check_real(w, name, ndim=1)
     if w.shape[0] != risk.p: raise ValueError(f"{name}: expected {risk.p} parameters (risk.p), got {w.shape[0]}")
     return w.to(dtype=risk.dtype, device=risk.device)
 
@@ -70,7 +97,7 @@ def adversarial_direction(grad_x: torch.Tensor, # ∇_x l(θ, x_i, y_i) per exam
                          ) -> torch.Tensor: # φ shaped like `grad_x`; ‖φ_i‖_p = 1 unless ∇_x l_i = 0 (then φ_i = 0)
     "Theorem 4.1's φ_i = argmax_{‖φ‖_p ≤ 1} ⟨∇_x l_i, φ⟩ for every row; ties for p = 1 share the mass equally."
     p = _check_p(p)
-    g = check_tensor(grad_x, 'grad_x')
+    g = _check_real(grad_x, 'grad_x', half=True)   # elementwise: half precision is fine here
     if g.ndim < 1: raise ValueError(f"grad_x: expected rows of examples, got a 0-d tensor")
     G = g.reshape(g.shape[0], -1)
     a = G.abs()
@@ -312,6 +339,7 @@ def robust_fit(risk, # a `Risk` (model, loss, training data); its parameters are
     with Hessian Ĥ(θ̃) + λI, so `aif(risk.at(w=θ̃), damping=λ)` is its exact derivative (Section 4.1's surrogate)."""
     t0 = time.perf_counter()
     p = _check_p(p)
+    _check_risk(risk)
     eps = check_positive(eps, 'eps', strict=False)
     wd = check_positive(weight_decay, 'weight_decay', strict=False)
     max_iter = check_count(max_iter, 'max_iter')
@@ -430,7 +458,18 @@ def _check_damping(damping):
 def _dense_hessian(risk) -> torch.Tensor:
     "H = ∇²_w R as a dense (p, p) matrix from p Hessian-vector products (small models only)."
     H = risk.hvp(torch.eye(risk.p, dtype=risk.dtype, device=risk.device))
+    if not bool(torch.isfinite(H).all()): raise ValueError(f"risk: {_H_BAD}")
     return (H + H.T) / 2
+
+_RHS_BAD = ("the right-hand side J·ΔX (the mixed derivative ∇_θ∇_x l applied to the attack ΔX = scale·φ) contains NaN "
+            "or Inf: is the loss twice differentiable at every example, and `scale` moderate?")
+_H_BAD = "the Hessian ∇²_θ R contains NaN or Inf (is the loss twice differentiable at θ̂?)"
+
+def _rhs(risk, dX):
+    "−J ΔX, checked: NaN/Inf is reported as the user's risk (or scale), never as a solver's internal argument."
+    B = -risk.jx(dX)
+    if not bool(torch.isfinite(B).all()): raise ValueError(f"risk: {_RHS_BAD}")
+    return B
 
 def _minnorm_solve(H: torch.Tensor, B: torch.Tensor):
     "The minimum-norm least-squares solution of H x = B for symmetric H (eigendecomposition); and (eig_min, eig_max, rank)."
@@ -445,7 +484,12 @@ def _minnorm_solve(H: torch.Tensor, B: torch.Tensor):
 def _solve_shift(risk, dX, damping: float, rtol: float, maxiter, x0=None):
     "Δw with (H + λI) Δw = −J ΔX (J with the mean's 1/n): `graphical.solution_shift`, on a damped view when λ > 0."
     r = _Damped(risk, damping) if damping else risk
-    return solution_shift(r, dX, solver="minres", x0=x0, weighting="mean", rtol=rtol, maxiter=maxiter)
+    try: return solution_shift(r, dX, solver="minres", x0=x0, weighting="mean", rtol=rtol, maxiter=maxiter, check=False)
+    except ValueError as e:     # MINRES names its own arguments (b = −J ΔX, A = the Hessian product): say what they are
+        if str(e).startswith('b: contains NaN'): raise ValueError(f"risk: {_RHS_BAD}") from e
+        if str(e).startswith('A: returned NaN'): raise ValueError("risk: the Hessian-vector product H·v returned NaN or Inf (is the loss twice "
+                                                                   "differentiable at θ̂?)") from e
+        raise
 
 # %% ../nbs/10_aif.ipynb #8fa791e8
 @dataclass
@@ -461,11 +505,16 @@ class AIFInfo:
     solver: object # `KrylovInfo` (krylov) or dict(eig_min, eig_max, rank) (dense)
     converged: bool # whether the solve met its tolerance
 
-def _phi(risk, p, zero_tol):
-    zero_tol = check_positive(zero_tol, 'zero_tol', strict=False)
+def _grad_x(risk):
+    "∇_x l_i of every example, checked finite (a NaN/Inf is the risk's, named so)."
     gx = risk.grad_x()
     if not bool(torch.isfinite(gx).all()):
         raise ValueError("risk: the input gradients ∇_x l contain NaN or Inf (check the data and the parameters)")
+    return gx
+
+def _phi(risk, p, zero_tol):
+    zero_tol = check_positive(zero_tol, 'zero_tol', strict=False)
+    gx = _grad_x(risk)
     G = gx.reshape(gx.shape[0], -1)
     gi = G.abs().amax(1)
     zero = gi <= zero_tol * gi.max() if zero_tol > 0 else gi == 0
@@ -482,14 +531,20 @@ def aif(risk, # a `setsens.risk.Risk` at the (standard) minimiser θ̂
         maxiter: int|None=None, # solver iteration cap
         x0: torch.Tensor|None=None, # Krylov start (its part in ker H stays in the answer)
         zero_tol: float=0., # treat ‖∇_x l_i‖_∞ ≤ zero_tol·max_j ‖∇_x l_j‖_∞ as a zero gradient
-        lanczos_steps: int=30, # Lanczos steps for damping="auto"
+        lanczos_steps: int=30, # Lanczos steps for damping="auto" (a positive integer)
        ) -> tuple[torch.Tensor, AIFInfo]: # (Î (p,), info)
     "The empirical adversarial influence function Î = −(Ĥ + λI)⁻¹ Φ of Theorem 4.1 (eq. 5)."
     p = _check_p(p)
+    _check_risk(risk)
     if method not in ('krylov', 'dense'): raise ValueError(f"method: expected 'krylov' or 'dense', got {method!r}")
     lam = _check_damping(damping)
+    lanczos_steps = check_count(lanczos_steps, 'lanczos_steps')
     scale = _risk_scale(risk, p) if scale is None else check_positive(scale, 'scale', strict=False)
     rtol = _default_rtol(risk.dtype) if rtol is None else check_positive(rtol, 'rtol')
+    if x0 is not None:
+        _check_real(x0, 'x0')
+        if tuple(x0.shape) != (risk.p,): raise ValueError(f"x0: expected shape ({risk.p},) (risk.p parameters), got {tuple(x0.shape)}")
+        check_same(x0, risk.w, 'x0, risk.w')
     phi, zero = _phi(risk, p, zero_tol)
     if len(zero):
         warnings.warn(f"aif: {len(zero)} of {risk.n} examples have ∇_x l = 0 (indices {zero[:10].tolist()}"
@@ -500,7 +555,7 @@ def aif(risk, # a `setsens.risk.Risk` at the (standard) minimiser θ̂
     dX = scale * phi
     if method == 'dense':
         H = _dense_hessian(risk) + lam * torch.eye(risk.p, dtype=risk.dtype, device=risk.device)
-        I_hat, sinfo = _minnorm_solve(H, -risk.jx(dX))
+        I_hat, sinfo = _minnorm_solve(H, _rhs(risk, dX))
         conv = True
     else:
         I_hat, sinfo = _solve_shift(risk, dX, lam, rtol, maxiter, x0)
@@ -535,6 +590,7 @@ def model_sensitivity(risk_eval, # a `Risk` on the evaluation set (X^e, Y^e); it
                       eps: float|None=None, # ε
                      ) -> ModelSensitivity:
     "Model sensitivity Ŝ_ε (Definition 3.1) from two fitted optimisers, and ½ε²ÎᵀĤ_eÎ (eq. 3 with the AIF)."
+    _check_risk(risk_eval, 'risk_eval')
     re = risk_eval if w_hat is None else risk_eval.at(w=_check_w(w_hat, risk_eval, 'w_hat'))
     if eps is not None: eps = check_positive(eps, 'eps', strict=False)
     emp = lin = quad = app = None
@@ -643,25 +699,32 @@ def aif_confidence_interval(risk, # a `Risk` at θ̂
                             full_cov: bool|None=None, # keep Σ̂_n (p×p); default when p ≤ 2000
                             return_zeta: bool=False, # keep all ζ_i (n×p)
                             zero_tol: float=0., # as in `aif`
+                            lanczos_steps: int=30, # as in `aif`
                            ) -> AIFInterval:
     "Remark 2: ζ_i = −Ĥ⁻¹∇_{θ,x}l_i Ê‖x‖_p φ_i, μ̂ ± z·sqrt(diag Σ̂_n/n); the n solves batched as right-hand sides."
     p = _check_p(p)
+    _check_risk(risk)
+    if risk.n < 2:
+        raise ValueError(f"risk: Remark 2's interval needs at least 2 examples (the spread of the ζ_i), got n = {risk.n}; "
+                         "with one example the standard error is 0 and the interval would have zero width")
     if method not in ('krylov', 'dense'): raise ValueError(f"method: expected 'krylov' or 'dense', got {method!r}")
     level = float(level)
     if not 0 < level < 1: raise ValueError(f"level: must be in (0, 1), got {level}")
     lam = _check_damping(damping)
+    lanczos_steps = check_count(lanczos_steps, 'lanczos_steps')
+    if chunk is not None: chunk = check_count(chunk, 'chunk')
     scale = _risk_scale(risk, p) if scale is None else check_positive(scale, 'scale', strict=False)
     rtol = _default_rtol(risk.dtype) if rtol is None else check_positive(rtol, 'rtol')
     phi, zero = _phi(risk, p, zero_tol)
     est = None
-    if lam == 'auto': lam, est = _auto_damping(risk)
+    if lam == 'auto': lam, est = _auto_damping(risk, lanczos_steps)
     n, P, X = risk.n, risk.p, risk.X
     dX = scale * phi
     full_cov = P <= 2000 if full_cov is None else bool(full_cov)
     if chunk is None: chunk = max(1, min(n, 2**22 // max(1, X.numel())))
     if method == 'dense':
         H = _dense_hessian(risk) + lam * torch.eye(P, dtype=risk.dtype, device=risk.device)
-        solve = lambda D: _minnorm_solve(H, -risk.jx(D))[0]
+        solve = lambda D: _minnorm_solve(H, _rhs(risk, D))[0]
     else:                                      # the same solve as `aif`: solution_shift, one right-hand side per example
         def solve(D):
             x, inf = _solve_shift(risk, D, lam, rtol, maxiter)

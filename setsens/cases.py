@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 from .core import check_tensor, check_same, check_positive, in_test, progress, Result
-from .aif import _check_p, _check_xy, _conjugate, _input_scale, adversarial_direction
+from .aif import _check_p, _check_xy, _check_real, _conjugate, _input_scale, adversarial_direction
 
 # %% auto #0
 __all__ = ['THEOREM_5_1_REGIMES', 'squared_loss', 'linear_basis', 'quadratic_basis', 'example_5_1_basis', 'BasisRegression',
@@ -72,12 +72,12 @@ def eq6_sensitivity(basis, # v: (n, m) -> (n, d)
     s = _input_scale(X, p) if scale is None else check_positive(scale, 'scale', strict=False)
     n, m = X.shape
     if X_eval is not None:
-        check_tensor(X_eval, 'X_eval', ndim=2); check_same(X, X_eval, 'X, X_eval')
+        _check_real(X_eval, 'X_eval', ndim=2); check_same(X, X_eval, 'X, X_eval')
         if X_eval.shape[1] != m: raise ValueError(f"X, X_eval: {m} against {X_eval.shape[1]} features")
     V = basis(X)
     if theta is None: th = torch.linalg.lstsq(V, y[:, None]).solution[:, 0]
     else:
-        th = check_tensor(theta, 'theta', ndim=1); check_same(X, th, 'X, theta')
+        th = _check_real(theta, 'theta', ndim=1); check_same(X, th, 'X, theta')
         if th.shape[0] != V.shape[1]:
             raise ValueError(f"theta: expected shape ({V.shape[1]},) (one coefficient per basis function), got {tuple(th.shape)}")
     eta = y - V @ th
@@ -270,7 +270,9 @@ def example_5_1_data(gen: torch.Generator, n: int, M: int, sigma_xi: float) -> t
 
 def example_5_1_sensitivity(X: torch.Tensor, y: torch.Tensor, X_eval: torch.Tensor) -> dict:
     "Ŝ_ε/ε² of Example 5.1 (l₂ attack) with J_v = [I; diag(x/2)] written out, and Theorem 5.3's bound terms: a fast `eq6_sensitivity`."
+    _check_xy(X, y); _check_real(X_eval, 'X_eval', ndim=2); check_same(X, X_eval, 'X, X_eval')
     n, m = X.shape
+    if X_eval.shape[1] != m: raise ValueError(f"X, X_eval: {m} against {X_eval.shape[1]} features")
     V = example_5_1_basis(X)
     th = torch.linalg.lstsq(V, y[:, None]).solution[:, 0]
     eta = y - V @ th

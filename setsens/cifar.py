@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_cifar.ipynb #de06fa1c
 from __future__ import annotations
-import hashlib, os, pickle, urllib.error, urllib.request
+import hashlib, os, pickle, re, stat, time, urllib.error, urllib.request, zipfile
 from pathlib import Path
 import numpy as np
 import torch
@@ -98,21 +98,123 @@ def resnet110(num_classes: int=10) -> CifarResNet:
 ARCHS = {'resnet20': resnet20, 'resnet32': resnet32, 'resnet44': resnet44,
          'resnet56': resnet56, 'resnet110': resnet110}
 
+# %% ../nbs/06_cifar.ipynb #dfc5426f
+def _not_a_file(p: Path) -> str|None:
+    "None when `p` is a regular file (links followed); else what it is, in words, for error messages."
+    p = Path(p)
+    try: mode = p.stat().st_mode
+    except FileNotFoundError: return 'a broken symbolic link' if p.is_symlink() else 'missing'
+    except NotADirectoryError: return 'missing'   # a parent on the path is a file
+    except OSError as e: return f'inaccessible ({e.strerror or e})'
+    if stat.S_ISREG(mode): return None
+    for test, what in [(stat.S_ISDIR, 'a directory'), (stat.S_ISFIFO, 'a FIFO (named pipe)'), (stat.S_ISSOCK, 'a socket'),
+                       (stat.S_ISCHR, 'a character device'), (stat.S_ISBLK, 'a block device')]:
+        if test(mode): return what
+    return 'not a regular file'
+
+def _env_data_problem() -> str|None:
+    "What is wrong with `$SETSENS_DATA` when it is set but does not name a folder (None when unset or fine)."
+    env = os.environ.get('SETSENS_DATA')
+    if not env or Path(env).expanduser().is_dir(): return None
+    what = _not_a_file(Path(env).expanduser())
+    if what == 'missing': return f"SETSENS_DATA={env!r} does not exist"
+    return f"SETSENS_DATA={env!r} points to {'a file' if what is None else what}, not a folder"
+
+def _data_folder() -> Path|None:
+    "The data folder (`setsens.core.data_dir`), or None; a set but wrong `$SETSENS_DATA` is an error, never ignored."
+    if (problem := _env_data_problem()):
+        raise FileNotFoundError(f"{problem}: set it to the folder that holds the data files "
+                                f"(cifar10_subset.npz, resnet56-4bfd9763.th, mnist/), or unset it")
+    return data_dir(must_exist=False)
+
+_HASHES: dict = {}   # (algo, path, inode, size, mtime) -> hexdigest
+_VERIFIED: set = set()   # keys of checkpoints that passed `_verify_checkpoint`
+
+def _file_key(path: Path) -> tuple|None:
+    "A cache key for the file's content, or None when its mtime is too recent to trust (a rewrite within the clock's tick keeps it)."
+    st = Path(path).stat()
+    if time.time() - st.st_mtime < 2: return None
+    return (str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+
+def _sha256(path: Path, algo: str='sha256') -> str:
+    "The file's digest, cached per (path, inode, size, mtime): a file loaded many times is hashed once."
+    key = _file_key(path)
+    if key is not None and (algo, *key) in _HASHES: return _HASHES[(algo, *key)]
+    h = hashlib.new(algo)
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''): h.update(chunk)
+    if key is not None: _HASHES[(algo, *key)] = h.hexdigest()
+    return h.hexdigest()
+
+def _check_digest(path: Path, expected: str, why: str, algo: str='sha256'):
+    "Refuse `path` unless its digest starts with `expected` (a full digest, or the leading hex digits a file name promises)."
+    got = _sha256(path, algo)
+    if not got.startswith(expected.lower()):
+        raise ValueError(f"{path}: integrity check failed: {algo} is {got}, expected {expected}"
+                         f"{'' if len(expected) == len(got) else '…'} ({why}). The file is corrupt or is not "
+                         f"the published one (one changed bit is enough); copy or download it again.")
+
+def _read_npz(path: Path, keys: list[str], what: str) -> dict:
+    "The arrays `keys` of the `.npz` file `path`; any format error (zip, CRC, header, missing key) names the file."
+    if (kind := _not_a_file(path)) is not None:
+        raise (FileNotFoundError if kind == 'missing' else ValueError)(
+            f"{path}: {'does not exist' if kind == 'missing' else f'is {kind}, not a file'}; expected {what}")
+    try:
+        f = np.load(path, allow_pickle=False)
+        if not hasattr(f, 'files'):   # a single .npy array
+            raise ValueError(f"{path}: is a single .npy array, not an .npz archive; expected {what}")
+        with f:
+            missing = [k for k in keys if k not in f.files]
+            if missing: raise KeyError(f"no array {missing} (it holds {sorted(f.files)})")
+            return {k: f[k] for k in keys}
+    except Exception as e:   # BadZipFile (cut short, bad CRC-32), ValueError (bad header, pickled objects), KeyError, EOFError, OSError
+        if str(e).startswith(str(path)): raise
+        detail = str(e).strip("'\"") or 'no message'
+        raise ValueError(f"{path}: unreadable file ({what}): {type(e).__name__}: {detail}. Copy the file again.") from e
+
+def _check_labelled_images(x, y, where: str, xname: str, yname: str, shape: tuple, classes: int):
+    "Images must be uint8 with the given per-image `shape`, labels 1-D integers in [0, classes), one per image."
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8:
+        dt = getattr(x, 'dtype', type(x).__name__)
+        rng = ''
+        if isinstance(x, np.ndarray) and x.size and np.issubdtype(x.dtype, np.number) and not np.iscomplexobj(x):
+            lo, hi = x.min(), x.max(); rng = f" with values in [{lo:.4g}, {hi:.4g}]"
+            if np.issubdtype(x.dtype, np.floating) and 0 <= lo and hi <= 1: rng += ', i.e. images already scaled to [0, 1]'
+        raise ValueError(f"{where}: {xname} has dtype {dt}{rng}; expected uint8 pixel values 0–255")
+    if x.ndim != 1 + len(shape) or tuple(x.shape[1:]) != tuple(shape):
+        raise ValueError(f"{where}: {xname} has shape {tuple(x.shape)}; expected (n, {', '.join(map(str, shape))})")
+    if not isinstance(y, np.ndarray) or y.ndim != 1:
+        raise ValueError(f"{where}: {yname} has shape {tuple(getattr(y, 'shape', ()))}; expected one label per image (n,)")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{where}: {yname} has dtype {y.dtype}; expected integer class labels 0–{classes - 1}")
+    if len(x) != len(y):
+        raise ValueError(f"{where}: {len(x)} images in {xname} but {len(y)} labels in {yname}; they must pair one to one")
+    if len(x) == 0: raise ValueError(f"{where}: {xname} holds no images")
+    bad = np.flatnonzero((y < 0) | (y >= classes))
+    if bad.size:
+        raise ValueError(f"{where}: {yname} holds {bad.size} label(s) outside 0–{classes - 1} (there are {classes} "
+                         f"classes), e.g. {int(y[bad[0]])} at row {int(bad[0])}")
+
 # %% ../nbs/06_cifar.ipynb #a1ffdb4b
 def _read_checkpoint(path: Path) -> dict:
-    "`torch.load(path, weights_only=True)` on the CPU, with a clear error when the file holds more than tensors, is cut short or holds NaN/Inf."
+    "`torch.load(path, weights_only=True)` on the CPU after `_verify_checkpoint`, with a clear error when the file holds more than tensors, is cut short or holds NaN/Inf."
     path = Path(path)
+    _verify_checkpoint(path)
     try:
         obj = torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as e:
+    except pickle.UnpicklingError as e:   # objects that are not tensors, or (e.g. an unknown opcode) a foreign or corrupt file
+        detail = _first_detail(str(e))
+        maybe = ('' if 'GLOBAL' in detail or 'global' in detail.lower() else
+                 ', or the file is corrupt or not a torch checkpoint')
         raise pickle.UnpicklingError(
             f"{path}: refused to load: torch.load(weights_only=True) found objects other than tensors and "
             f"plain containers in this file, so it is not a plain weights checkpoint (it may be tampered "
-            f"with). setsens never unpickles arbitrary objects. Details: {str(e).splitlines()[0]}") from e
-    except (EOFError, RuntimeError, KeyError, ValueError) as e:   # what torch.load raises on a cut or foreign file
+            f"with{maybe}). setsens never unpickles arbitrary objects. Details: {detail}") from e
+    except (EOFError, RuntimeError, KeyError, ValueError, OSError) as e:   # what torch.load raises on a cut or foreign file
         size = path.stat().st_size if path.is_file() else None
         what = ("is empty (0 bytes)" if size == 0 else
                 f"is truncated or corrupt ({size} bytes), e.g. an interrupted copy or download, or not a torch checkpoint")
+        if isinstance(e, OSError): what = f"could not be read ({e.strerror or e})"
         detail = str(e).splitlines()[0] if str(e) else 'no message'
         raise ValueError(f"{path}: unreadable checkpoint: the file {what}; torch.load failed with "
                          f"{type(e).__name__} ({detail}). Copy or download it again.") from e
@@ -122,6 +224,46 @@ def _read_checkpoint(path: Path) -> dict:
                          f"got {type(obj).__name__}")
     _check_finite_state(obj, f"{path}: ")
     return obj
+
+def _first_detail(msg: str) -> str:
+    "The informative line of a torch.load error (its first line is often boilerplate about weights_only)."
+    lines = [l.strip() for l in msg.splitlines() if l.strip()]
+    for l in lines:
+        if any(s in l for s in ('GLOBAL', 'Unsupported', 'load key', 'global')): return l
+    return lines[0] if lines else 'no message'
+
+_RELEASE_NAME = re.compile(r'^(resnet\d+)-([0-9a-f]{8,64})\.(th|pt|pth)$')
+
+def _expected_digest(path: Path) -> tuple[str, str]|None:
+    "The sha256 a checkpoint's file name promises, and why: the full hash for a file of `PRETRAINED`, else the leading hex digits of an `<arch>-<hex>.th` name."
+    name = Path(path).name
+    for arch, info in PRETRAINED.items():
+        if name == info['file']: return info['sha256'], f"the published {arch} checkpoint {info['file']}"
+    if (m := _RELEASE_NAME.match(name)):
+        return m.group(2), (f"the name's '-{m.group(2)}' is the original release's convention: "
+                            f"the file's sha256 starts with it")
+    return None
+
+def _verify_checkpoint(path: Path) -> Path:
+    "Integrity before unpickling: the sha256 the file name promises, and the CRC-32 of every record of a zip-format (torch ≥ 1.6) file. Cached per (path, inode, size, mtime)."
+    path = Path(path)
+    if (kind := _not_a_file(path)) is not None:
+        if kind == 'missing': raise FileNotFoundError(f"{path}: checkpoint does not exist")
+        raise ValueError(f"{path}: is {kind}, not a checkpoint file")
+    key = _file_key(path)
+    if key is not None and key in _VERIFIED: return path
+    if (exp := _expected_digest(path)): _check_digest(path, *exp)
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as z: bad = z.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as e:
+            raise ValueError(f"{path}: unreadable checkpoint: its zip container is corrupt ({type(e).__name__}: {e}). "
+                             f"Copy or download it again.") from e
+        if bad is not None:
+            raise ValueError(f"{path}: corrupt checkpoint: the record {bad!r} fails its CRC-32 check (its bytes changed "
+                             f"after torch.save wrote them: a bad copy, download or disk). Copy or download it again.")
+    if key is not None: _VERIFIED.add(key)
+    return path
 
 def _check_finite_state(state: dict, where: str=''):
     "Refuse a state dict with a floating tensor holding NaN or Inf (a diverged or corrupted training run)."
@@ -166,12 +308,6 @@ PRETRAINED = {
                      sha256='4bfd97631478d6b638d2764fd2baff3edb1d7d82252d54439343b6596b9b5367'),
 }
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''): h.update(chunk)
-    return h.hexdigest()
-
 def _download(url: str, dst: Path, sha256: str, timeout: float=60.):
     "Download `url` to `dst` through a temporary file; keep it only if its sha256 matches."
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -186,22 +322,31 @@ def _download(url: str, dst: Path, sha256: str, timeout: float=60.):
     finally:
         if tmp.exists(): tmp.unlink()
 
+def _pick(folder: Path, names: list[str], where: str) -> Path|None:
+    "The first of `names` in `folder` that exists; an entry of that name that is not a regular file is an error, never skipped."
+    for n in names:
+        kind = _not_a_file(folder/n)
+        if kind is None: return folder/n
+        if kind != 'missing':
+            raise ValueError(f"{where}: {str(folder/n)!r} is {kind}, not a checkpoint file; replace it with the checkpoint")
+    return None
+
 def _checkpoint_path(path, arch: str) -> Path:
     info = PRETRAINED.get(arch)
     names = ([info['file']] if info else []) + [f'{arch}.th', f'{arch}.pt', f'{arch}.pth']
     if path is not None:
         p = Path(path).expanduser()
-        if p.is_dir():
-            for n in names:
-                if (p/n).is_file(): return p/n
+        kind = _not_a_file(p)
+        if kind == 'a directory':
+            if (q := _pick(p, names, 'path')) is not None: return q
             raise FileNotFoundError(f"path: folder {str(p)!r} holds none of {names}")
-        if not p.is_file(): raise FileNotFoundError(f"path: checkpoint {str(p)!r} does not exist")
+        if kind == 'missing': raise FileNotFoundError(f"path: checkpoint {str(p)!r} does not exist")
+        if kind is not None: raise ValueError(f"path: {str(p)!r} is {kind}, not a checkpoint file")
         return p
     tried = []
-    d = data_dir(must_exist=False)
+    d = _data_folder()
     if d is not None:
-        for n in names:
-            if (d/n).is_file(): return d/n
+        if (q := _pick(d, names, 'data folder')) is not None: return q
         tried.append(f"the data folder {str(d)!r}")
     else: tried.append("a data folder (none found: SETSENS_DATA unset and no ../shared/data)")
     if info is None:
@@ -209,7 +354,7 @@ def _checkpoint_path(path, arch: str) -> Path:
                                 f"setsens knows a verified download address only for {sorted(PRETRAINED)}; "
                                 f"pass path= to a state dict of this architecture")
     cached = Path(torch.hub.get_dir())/'checkpoints'/info['file']
-    if cached.is_file() and _sha256(cached) == info['sha256']: return cached
+    if _not_a_file(cached) is None and _sha256(cached) == info['sha256']: return cached
     try: _download(info['url'], cached, info['sha256'])
     except (urllib.error.URLError, OSError, TimeoutError) as e:
         raise FileNotFoundError(
@@ -244,6 +389,9 @@ def normalize(x: np.ndarray|torch.Tensor, # uint8 images (n, 32, 32, 3), RGB, ch
               device=None, dtype: torch.dtype=torch.float32) -> torch.Tensor:
     "uint8 HWC images → the model's input: (x/255 − mean)/std, shape (n, 3, 32, 32)."
     x = torch.as_tensor(np.asarray(x)).to(device=device)
+    if x.dtype != torch.uint8:   # float images in [0, 1] would be divided by 255 again: silently near-black
+        raise ValueError(f"x: expected uint8 images (pixel values 0–255), got dtype {x.dtype}"
+                         + (f" with values in [{x.min().item():g}, {x.max().item():g}]" if x.numel() and x.dtype != torch.bool else ''))
     if x.ndim != 4 or x.shape[-1] != 3: raise ValueError(f"x: expected uint8 images (n, H, W, 3), got shape {tuple(x.shape)}")
     x = x.permute(0, 3, 1, 2).to(dtype)/255
     mean = torch.tensor(CIFAR10_MEAN, dtype=dtype, device=x.device).view(1, 3, 1, 1)
@@ -258,13 +406,22 @@ def denormalize(X: torch.Tensor) -> torch.Tensor:
 
 # %% ../nbs/06_cifar.ipynb #499e16d7
 def _find_subset(root) -> Path|None:
+    "The subset file: `root` itself, or `SUBSET_FILE` in `root` or in the data folder; None when absent. A path that is something other than a file or folder is an error."
     if root is not None:
         p = Path(root).expanduser()
-        if p.is_file(): return p
-        if (p/SUBSET_FILE).is_file(): return p/SUBSET_FILE
-        return None
-    d = data_dir(must_exist=False)
-    return d/SUBSET_FILE if d is not None and (d/SUBSET_FILE).is_file() else None
+        kind = _not_a_file(p)
+        if kind is None: return p
+        if kind == 'missing': return None
+        if kind != 'a directory': raise ValueError(f"root: {str(p)!r} is {kind}, not a file or a folder")
+        folder = p
+    else:
+        folder = _data_folder()
+        if folder is None: return None
+    q = folder/SUBSET_FILE
+    kind = _not_a_file(q)
+    if kind is None: return q
+    if kind == 'missing': return None
+    raise ValueError(f"{'root' if root is not None else 'data folder'}: {str(q)!r} is {kind}, not the file {SUBSET_FILE}")
 
 def _default_torchvision_root() -> Path:
     return Path(torch.hub.get_dir()).parent/'datasets'
@@ -282,7 +439,16 @@ def _torchvision(root, train: bool):
             f"Get it on a machine with internet (setsens.cifar.cifar10(source='torchvision') downloads "
             f"the official files), pass root= to a folder holding cifar-10-batches-py/, or use the verified "
             f"subset {SUBSET_FILE} (set SETSENS_DATA to its folder, or pass root= to it)") from e
-    return np.asarray(ds.data), np.asarray(ds.targets, dtype=np.int64)
+    x, y = np.asarray(ds.data), np.asarray(ds.targets)
+    _check_labelled_images(x, y, str(troot/CIFAR10.base_folder), 'data', 'targets', (32, 32, 3), len(CIFAR10_CLASSES))
+    return x, y.astype(np.int64)
+
+def _read_subset(npz: Path, split: str):
+    "x_{split}, y_{split} of the subset file, checked: uint8 (n, 32, 32, 3) images, one label in 0–9 per image."
+    xk, yk = f'x_{split}', f'y_{split}'
+    a = _read_npz(npz, [xk, yk], f"the CIFAR-10 subset ({SUBSET_FILE}: x_train, y_train, x_test, y_test)")
+    _check_labelled_images(a[xk], a[yk], str(npz), xk, yk, (32, 32, 3), len(CIFAR10_CLASSES))
+    return a[xk], a[yk].astype(np.int64)
 
 def _raw_cifar10(root, split: str, n: int|None, source: str):
     "uint8 images (n, 32, 32, 3) and int64 labels from the chosen source."
@@ -293,9 +459,7 @@ def _raw_cifar10(root, split: str, n: int|None, source: str):
             raise FileNotFoundError(f"{SUBSET_FILE} not found in {where}; pass root= to the file or its folder, "
                                     f"set SETSENS_DATA, or use source='torchvision' on a machine with internet")
         if npz is not None:
-            with np.load(npz) as f:
-                if f'x_{split}' not in f: raise ValueError(f"root: {npz} has no 'x_{split}' array")
-                x, y = f[f'x_{split}'], f[f'y_{split}'].astype(np.int64)
+            x, y = _read_subset(npz, split)
             if n is None or n <= len(x): return x[:n], y[:n]
             if source == 'subset':
                 raise ValueError(f"n={n}: the subset {str(npz)!r} holds {len(x)} {split} rows; "

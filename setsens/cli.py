@@ -4,13 +4,13 @@
 
 # %% ../nbs/30_cli.ipynb #666a7f5b
 from __future__ import annotations
-import argparse, importlib, json, os, sys, time, traceback
+import argparse, contextlib, importlib, json, os, signal, stat, sys, tempfile, time, traceback
 from pathlib import Path
 import torch
 from .core import Result, results_markdown, data_dir
 
 # %% auto #0
-__all__ = ['STUDIES', 'run_study', 'write_report', 'main']
+__all__ = ['STUDIES', 'REPORT_TITLE', 'run_study', 'write_report', 'main']
 
 # %% ../nbs/30_cli.ipynb #c17b9bcf
 STUDIES = {
@@ -23,12 +23,13 @@ STUDIES = {
 _TAKES_DEVICE = {'resnet_study', 'aif_study'}
 
 def run_study(name: str, # a key of `STUDIES`
-              out: Path|None=None, # folder for the figures
+              out: Path|None=None, # folder for the figures (created if absent)
               quick: bool=False, # small sizes
               device: str|None=None, # 'cpu' or 'cuda' for the studies that use a device
              ) -> list[Result]:
     "Run the study `name` and return its `Result` records."
     if name not in STUDIES: raise ValueError(f"name: unknown study {name!r}; choose from {sorted(STUDIES)}")
+    if out is not None: Path(out).mkdir(parents=True, exist_ok=True)   # every study gets its folder, whether or not it makes it
     results = []
     for mod, fn in STUDIES[name]:
         f = getattr(importlib.import_module(mod), fn)
@@ -38,30 +39,58 @@ def run_study(name: str, # a key of `STUDIES`
     return results
 
 # %% ../nbs/30_cli.ipynb #55e30f8b
-def write_report(sections: dict, # study name -> list[Result] or an Exception
+REPORT_TITLE = '# setsens: reproduction report'
+
+def _atomic_write(path: Path, text: str):
+    "Write `text` to `path` through a temporary file in the same folder, then `os.replace`: a reader (or a crash) sees the old file or the new one, never half of one."
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'w', encoding='utf-8') as f:
+            f.write(text); f.flush(); os.fsync(f.fileno())
+        mask = os.umask(0o022); os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)   # mkstemp makes 0600; give the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError): os.unlink(tmp)
+        raise
+
+def write_report(sections: dict, # study name -> list[Result], an Exception, or None (not finished: interrupted)
                  out: Path, # the folder; REPORT.md and results.json are written here
-                 quick: bool, device: str|None, seconds: dict) -> Path:
-    "Write `REPORT.md` and `results.json` for the studies in `sections`; return the report's path."
+                 quick: bool, device: str|None, seconds: dict,
+                 interrupted: str|None=None, # how the run was stopped (e.g. 'SIGTERM'), or None
+                 since: float|None=None, # start of the run (a file mtime): older PNGs are listed as from an earlier run
+                ) -> Path:
+    "Write `REPORT.md` and `results.json` (each atomically) for the studies in `sections`; return the report's path."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     allr = [r for v in sections.values() if isinstance(v, list) for r in v]
     n_in = sum(r.within is True for r in allr); n_out = sum(r.within is False for r in allr)
-    lines = ['# setsens: reproduction report', '',
-             f"Mode: {'quick (small sizes)' if quick else 'full'}; device: {device or 'auto'}; "
-             f"torch {torch.__version__}; total {sum(seconds.values()):.0f} s.", '',
-             f"{len(allr)} results: {n_in} within tolerance of the paper, {n_out} outside it "
-             f"(each with its reason in the note), {len(allr) - n_in - n_out} with no paper value to compare.", '']
+    lines = [REPORT_TITLE, '']
+    if interrupted:
+        lines += [f"**Interrupted** ({interrupted}): the run stopped before it finished. Only the studies reported "
+                  f"below as finished have results; figures may be missing or partial.", '']
+    lines += [f"Mode: {'quick (small sizes)' if quick else 'full'}; device: {device or 'auto'}; "
+              f"torch {torch.__version__}; total {sum(seconds.values()):.0f} s.", '',
+              f"{len(allr)} results: {n_in} within tolerance of the paper, {n_out} outside it "
+              f"(each with its reason in the note), {len(allr) - n_in - n_out} with no paper value to compare.", '']
     for name, v in sections.items():
         lines += [f'## {name} ({seconds.get(name, 0):.0f} s)', '']
-        if isinstance(v, Exception): lines += [f'**Failed:** `{type(v).__name__}: {v}`', '']
+        if v is None: lines += ['**Not finished:** interrupted', '']
+        elif isinstance(v, Exception): lines += [f'**Failed:** `{type(v).__name__}: {v}`', '']
         else: lines += [results_markdown(v), '']
-    figs = sorted(p.name for p in out.glob('*.png'))
-    if figs: lines += ['## Figures', ''] + [f'![{f}]({f})' for f in figs] + ['']
-    rep = out/'REPORT.md'; rep.write_text('\n'.join(lines))
+    pngs = sorted(out.glob('*.png'))
+    new = [p.name for p in pngs if since is None or p.stat().st_mtime >= since]
+    old = [p.name for p in pngs if since is not None and p.stat().st_mtime < since]
+    if new: lines += ['## Figures', ''] + [f'![{f}]({f})' for f in new] + ['']
+    if old: lines += ['## Figures from an earlier run', '', 'Not written by this run, so not its results: ' +
+                      ', '.join(f'`{f}`' for f in old), '']
     js = {k: ([dict(section=r.section, quantity=r.quantity, ours=float(r.ours),
                     paper=None if r.paper is None else float(r.paper), diff=r.diff, within=r.within,
-                    rtol=r.rtol, atol=r.atol, note=r.note) for r in v] if isinstance(v, list) else {'error': str(v)})
+                    rtol=r.rtol, atol=r.atol, note=r.note) for r in v] if isinstance(v, list) else
+              {'error': 'interrupted' if v is None else f'{type(v).__name__}: {v}'})
           for k, v in sections.items()}
-    (out/'results.json').write_text(json.dumps(js, indent=1))
+    _atomic_write(out/'results.json', json.dumps(js, indent=1))
+    rep = out/'REPORT.md'; _atomic_write(rep, '\n'.join(lines))   # last: while it says "in progress", results.json may be partial
     return rep
 
 # %% ../nbs/30_cli.ipynb #32ca1eb8
@@ -69,7 +98,7 @@ def _parser():
     p = argparse.ArgumentParser(prog='setsens', description='Set-valued sensitivity and adversarial influence functions: reproduce the papers.')
     sub = p.add_subparsers(dest='cmd', required=True, metavar='COMMAND')
     def common(sp, dev=True):
-        sp.add_argument('--out', type=Path, default=Path('setsens_out'), help='folder for REPORT.md and figures (default: ./setsens_out)')
+        sp.add_argument('--out', type=str, default='setsens_out', help='folder for REPORT.md and figures, created if absent (default: ./setsens_out)')
         sp.add_argument('--quick', action='store_true', help='small sizes: minutes on two CPU cores')
         if dev: sp.add_argument('--device', choices=['cpu', 'cuda'], default=None, help='device for the ResNet and AIF studies (default: cuda if available)')
     helps = {'toy': 'paper 1 toy example (eq. 16): Lipschitz modulus, estimated solutions, Figures 2-3',
@@ -81,26 +110,98 @@ def _parser():
     common(sub.add_parser('reproduce', help='run every study and write REPORT.md'))
     return p
 
+def _what(p: Path) -> str:
+    "What a path that exists is, in words."
+    m = p.stat().st_mode
+    for test, w in [(stat.S_ISREG, 'a file'), (stat.S_ISDIR, 'a folder'), (stat.S_ISCHR, 'a character device'),
+                    (stat.S_ISBLK, 'a block device'), (stat.S_ISFIFO, 'a FIFO (named pipe)'), (stat.S_ISSOCK, 'a socket')]:
+        if test(m): return w
+    return 'not a folder'
+
+def _ours(p: Path) -> bool:
+    "Whether `p` (REPORT.md or results.json in --out) is a file setsens wrote, so that replacing it clobbers nothing of the user's."
+    try:
+        if not p.is_file(): return False
+        if p.name == 'REPORT.md':
+            with open(p, encoding='utf-8', errors='replace') as f: return f.readline().rstrip('\n') == REPORT_TITLE
+        js = json.loads(p.read_text(encoding='utf-8'))
+        return isinstance(js, dict) and all(isinstance(v, list) and all(isinstance(r, dict) and 'quantity' in r for r in v)
+                                            or isinstance(v, dict) and set(v) == {'error'} for v in js.values())
+    except (OSError, ValueError): return False
+
+def _check_out(out: str|os.PathLike, # the --out argument
+             ) -> Path:
+    "The `--out` folder, created if absent; a `ValueError` for an empty path, a path that is not a folder, a folder that cannot be written, or a REPORT.md/results.json there that setsens did not write."
+    if out is None or not str(out).strip():
+        raise ValueError("--out: empty path; give the folder for REPORT.md and the figures, e.g. --out setsens_out "
+                         "(use --out . to mean the current folder)")
+    p = Path(out).expanduser()
+    if p.is_symlink() and not p.exists(): raise ValueError(f"--out: {str(p)!r} is a broken symbolic link, not a folder")
+    if p.exists():
+        if not p.is_dir(): raise ValueError(f"--out: {str(p)!r} exists and is {_what(p)}, not a folder; choose a folder")
+    else:
+        try: p.mkdir(parents=True)
+        except OSError as e: raise ValueError(f"--out: cannot create the folder {str(p)!r} ({e.strerror or e})") from None
+    try:
+        fd, probe = tempfile.mkstemp(dir=p, prefix='.setsens-write-test-'); os.close(fd); os.unlink(probe)
+    except OSError as e: raise ValueError(f"--out: cannot write into the folder {str(p)!r} ({e.strerror or e})") from None
+    for name in ('REPORT.md', 'results.json'):
+        q = p/name
+        if (q.exists() or q.is_symlink()) and not _ours(q):
+            raise ValueError(f"--out: {str(q)!r} exists and was not written by setsens; it would be overwritten. "
+                             f"Choose another folder, or move it away")
+    return p
+
+def _mark_started(out: Path, cmd: str, names: list[str]) -> float:
+    "Before any study runs: replace a previous REPORT.md by one that says this run is in progress, remove the previous results.json; return the start time (the marker's mtime, on the folder's clock)."
+    _atomic_write(out/'REPORT.md', '\n'.join([REPORT_TITLE, '',
+        f"**In progress**: `setsens {cmd}` (studies: {', '.join(names)}) started at {time.strftime('%Y-%m-%d %H:%M:%S')} "
+        f"(pid {os.getpid()}) and has not finished. If no such process is running, it was killed: nothing in this "
+        f"folder is a result of that run, and the figures may be partial or from an earlier run.", '']))
+    with contextlib.suppress(FileNotFoundError): (out/'results.json').unlink()
+    return (out/'REPORT.md').stat().st_mtime
+
+class _Terminated(KeyboardInterrupt):
+    "SIGTERM, raised in the main thread so the run stops as on Ctrl-C and writes an 'interrupted' report."
+
+def _on_sigterm(signum, frame): raise _Terminated()
+
 def main(argv: list[str]|None=None # arguments (default: sys.argv[1:])
         ) -> int:
     "Entry point of the `setsens` console script."
-    a = _parser().parse_args(argv)
+    parser = _parser()
+    a = parser.parse_args(argv)
     if a.device == 'cuda' and not torch.cuda.is_available():
-        _parser().error('--device cuda: no CUDA device is available here')
+        parser.error('--device cuda: no CUDA device is available here')
+    try: out = _check_out(a.out)   # before any computing: a bad --out must not cost a whole study
+    except ValueError as e: parser.error(str(e))
     names = list(STUDIES) if a.cmd == 'reproduce' else [a.cmd]
-    sections, seconds = {}, {}
-    for name in names:
-        t0 = time.perf_counter()
-        print(f'[setsens] {name} ...', flush=True)
-        try: sections[name] = run_study(name, out=a.out, quick=a.quick, device=a.device)
-        except Exception as e:
-            if os.environ.get('SETSENS_DEBUG'): traceback.print_exc()
-            print(f'[setsens] {name} failed: {type(e).__name__}: {e}', file=sys.stderr)
-            sections[name] = e
-        seconds[name] = time.perf_counter() - t0
-        if isinstance(sections[name], list):
-            print(results_markdown(sections[name]))
-        print(f'[setsens] {name} done in {seconds[name]:.1f} s', flush=True)
-    rep = write_report(sections, a.out, quick=a.quick, device=a.device, seconds=seconds)
+    since = _mark_started(out, a.cmd, names)
+    sections, seconds, interrupted = {}, {}, None
+    try: old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError: old_term = None   # not the main thread: SIGTERM keeps its default
+    try:
+        for name in names:
+            t0 = time.perf_counter()
+            sections[name] = None   # not finished, until it is
+            print(f'[setsens] {name} ...', flush=True)
+            try: sections[name] = run_study(name, out=out, quick=a.quick, device=a.device)
+            except Exception as e:
+                if os.environ.get('SETSENS_DEBUG'): traceback.print_exc()
+                print(f'[setsens] {name} failed: {type(e).__name__}: {e}', file=sys.stderr)
+                sections[name] = e
+            finally: seconds[name] = time.perf_counter() - t0
+            if isinstance(sections[name], list):
+                print(results_markdown(sections[name]))
+            print(f'[setsens] {name} done in {seconds[name]:.1f} s', flush=True)
+    except KeyboardInterrupt as e:
+        interrupted = 'SIGTERM' if isinstance(e, _Terminated) else 'KeyboardInterrupt (Ctrl-C)'
+    finally:
+        if old_term is not None: signal.signal(signal.SIGTERM, old_term)
+    for name in names: sections.setdefault(name, None)
+    rep = write_report(sections, out, quick=a.quick, device=a.device, seconds=seconds, interrupted=interrupted, since=since)
+    if interrupted:
+        print(f'[setsens] interrupted ({interrupted}); partial report: {rep}', file=sys.stderr)
+        return 143 if interrupted == 'SIGTERM' else 130
     print(f'[setsens] report: {rep}')
     return 1 if any(isinstance(v, Exception) for v in sections.values()) else 0

@@ -4,15 +4,27 @@
 
 # %% ../nbs/20_distributed.ipynb #fdc314e7
 from __future__ import annotations
-import os, socket
+import datetime, hashlib, io, os, signal, sys, tempfile, time, traceback, warnings
+import multiprocessing as mp
+from multiprocessing.connection import wait as _wait
 import torch
 import torch.distributed as dist
+# torch._dynamo is imported here, before any process group can exist, on purpose: importing it *after*
+# init_process_group (which the first torch.func transform does) takes references to the default group
+# that destroy_process_group never drops, so the group and its gloo threads outlive the interpreter and
+# the process can abort at exit (see "Leaving in order" in nbs/20_distributed.ipynb).
+_GROUP_BEFORE_IMPORT = dist.is_available() and dist.is_initialized() and 'torch._dynamo' not in sys.modules
+import torch._dynamo  # noqa: F401
 from .risk import Risk
 
 # %% auto #0
 __all__ = ['DistributedRisk', 'shard', 'spawn_loopback', 'example_problem', 'sharded_products']
 
 # %% ../nbs/20_distributed.ipynb #74ef82b0
+def _digest(w: torch.Tensor) -> str:
+    "A short sha256 of a tensor's bytes: ranks compare parameters without sending them."
+    return hashlib.sha256(w.detach().to('cpu').contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()[:16]
+
 class DistributedRisk:
     "A `Risk` whose data are sharded across the ranks of a torch.distributed process group."
     def __init__(self, local: Risk, # this rank's risk over its own shard (X_r, Y_r)
@@ -22,10 +34,36 @@ class DistributedRisk:
         if not dist.is_available() or not dist.is_initialized():
             raise RuntimeError("DistributedRisk needs an initialised process group: call "
                                "torch.distributed.init_process_group('gloo' or 'nccl', ...) first (e.g. under torchrun)")
+        if _GROUP_BEFORE_IMPORT:
+            warnings.warn("the process group was created before setsens.distributed was imported: destroy_process_group "
+                          "will not release it and the process may abort at exit; import setsens.distributed (or "
+                          "torch._dynamo) before init_process_group", RuntimeWarning, stacklevel=2)
+        if local._kind == 'fn':
+            raise ValueError("local: a risk built with Risk.from_function is one function of all the data (it may couple "
+                             "the examples, as kernel ridge regression does), so it cannot be split into shards")
         self.local, self.group = local, group
         self.n_local = int(local.n)
-        self.n = int(self.allsum(torch.tensor(float(self.n_local), dtype=torch.float64, device=local.device)).item())
-        self._wt = self.n_local / self.n
+        every = self._agree()
+        self.n = sum(r[0] for r in every)
+        # each rank's product is (its sum of chunk terms)·s_r, s_r = 1/m_r (m_r: its rows, or its targets' total class
+        # weight for a mean cross-entropy; m_r = 1 for a sum); the whole risk's factor is 1/Σ m_r (sum: 1)
+        m = [r[5] for r in every]
+        if local._kind == 'sum': self._wt, self._gx = 1., self.n / max(self.n_local, 1)
+        else: self._wt, self._gx = m[dist.get_rank(self.group)] / sum(m), 1. if local._kind in ('none', 'mean') else \
+                                   (self.n * m[dist.get_rank(self.group)]) / (max(self.n_local, 1) * sum(m))
+
+    def _agree(self) -> list:
+        "Every rank's (n_r, p, dtype, device kind, digest of w, m_r, loss kind); a clear error on every rank unless they agree."
+        mine = (self.n_local, self.p, str(self.dtype), self.device.type, _digest(self.local.w),
+                float(self.local._N if self.local._kind == 'count' else self.n_local), f'{self.local._kind} (reduction {self.local.reduction!r})')
+        every = [None] * dist.get_world_size(self.group)
+        dist.all_gather_object(every, mine, group=self.group)  # pickled, fixed-size header: safe whatever differs
+        for what, i in (('p (parameter count)', 1), ('dtype', 2), ('device kind', 3), ('w (parameters)', 4), ('the loss', 6)):
+            if len({r[i] for r in every}) > 1:
+                raise ValueError(f"DistributedRisk: the ranks disagree on {what}: "
+                                 + ', '.join(f'rank {k}: {r[i]}' for k, r in enumerate(every))
+                                 + "; every rank must hold the same model, dtype, device kind and parameters")
+        return every
 
     def allsum(self, t: torch.Tensor) -> torch.Tensor:
         "Sum `t` over all ranks (a new tensor; every rank gets the result)."
@@ -47,7 +85,7 @@ class DistributedRisk:
     def unflatten(self, v): return self.local.unflatten(v)
 
     def at(self, w=None, X=None) -> 'DistributedRisk':
-        "A copy at other flat parameters `w` (the same on every rank) and/or this rank's shard `X`."
+        "A copy at other flat parameters `w` (the same on every rank: checked) and/or this rank's shard `X`."
         return DistributedRisk(self.local.at(w=w, X=X), group=self.group)
 
     def value(self): return self._reduce(self.local.value())
@@ -55,7 +93,7 @@ class DistributedRisk:
     def hvp(self, V): return self._reduce(self.local.hvp(V))
     def jx(self, dX): return self._reduce(self.local.jx(dX))
     def jxT(self, U): return self.local.jxT(U) * self._wt
-    def grad_x(self): return self.local.grad_x()
+    def grad_x(self): return self.local.grad_x() if self._gx == 1. else self.local.grad_x() * self._gx  # rows of n·∇ₓR
     def data_mean(self, v): return self.allsum(v.sum()) / self.n
 
 # %% ../nbs/20_distributed.ipynb #2c632f25
@@ -71,36 +109,100 @@ def shard(t: torch.Tensor, # data, rows are examples
     start = sum(sizes[:rank])
     return t[start:start + sizes[rank]]
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+# %% ../nbs/20_distributed.ipynb #c070f9f6
+_JOIN_TIMEOUT = 600.  # seconds the ranks may take to start and meet
 
-def _entry(rank, world, port, fn, args, q):
-    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=world)
+def _entry(rank, world, init, timeout, fn, args, conn):
+    "One rank of `spawn_loopback`: join, run `fn`, report through `conn`, leave in order, exit without teardown."
+    code = 0
     try:
+        # joining may wait for slow starters (imports under load); then every collective gets `timeout`
+        dist.init_process_group('gloo', init_method=init, rank=rank, world_size=world,
+                                timeout=datetime.timedelta(seconds=max(timeout, _JOIN_TIMEOUT)))
+        dist.set_timeout(datetime.timedelta(seconds=timeout))
+        conn.send(('joined', b''))
         torch.set_num_threads(1)
         out = fn(rank, world, *args)
-        if rank == 0:  # as bytes: tensors sent through a queue would live in the child's shared memory
-            import io
-            buf = io.BytesIO(); torch.save(out, buf); q.put(buf.getvalue())
-    finally: dist.destroy_process_group()
+        dist.barrier()  # nobody leaves while another rank still has gloo traffic in flight
+        buf = io.BytesIO()  # as bytes: tensors sent through a pipe would live in the child's shared memory
+        if rank == 0: torch.save(out, buf)
+        conn.send(('ok', buf.getvalue()))  # blocks until the parent reads a large result: it reads while waiting
+    except BaseException:
+        code = 1
+        try: conn.send(('error', traceback.format_exc()))
+        except Exception: pass
+    finally:
+        try:
+            if dist.is_initialized(): dist.destroy_process_group()
+        finally:
+            sys.stdout.flush(); sys.stderr.flush()
+            os._exit(code)  # no interpreter teardown while native threads may still hold Python objects
 
-def spawn_loopback(fn, # fn(rank, world, *args); what rank 0 returns is returned
-                   world: int, *args):
-    "Run `fn` in `world` CPU processes joined by a gloo process group on 127.0.0.1; return rank 0's result."
-    import torch.multiprocessing as mp
+# %% ../nbs/20_distributed.ipynb #a9ab8754
+def _first_line(tb: str) -> str: return next((l for l in reversed(tb.strip().splitlines()) if l.strip()), tb)[:300]
+
+def _exit_reason(code) -> str:
+    if code is not None and code < 0:
+        try: return f'killed by {signal.Signals(-code).name}'
+        except ValueError: return f'killed by signal {-code}'
+    return f'exited with code {code} without a report'
+
+def _collect(procs, conns, timeout):
+    "Read every rank's report while waiting (a large result must not fill the pipe); name the ranks that failed."
+    world, grace_end, ok, failed, died, order, joined = len(procs), None, {}, {}, {}, [], set()
+    # the ranks' collectives time out after `timeout`; 10 s more lets them report that before we stop waiting
+    deadline = time.monotonic() + _JOIN_TIMEOUT + 10.
+    def read(r):
+        nonlocal deadline
+        try: kind, payload = conns[r].recv()
+        except (EOFError, OSError): procs[r].join(); died[r] = procs[r].exitcode; order.append(r); return
+        if kind == 'joined':
+            joined.add(r)
+            if len(joined) == world: deadline = time.monotonic() + timeout + 10.  # the clock starts when all have met
+            return
+        (ok if kind == 'ok' else failed)[r] = payload
+        if kind != 'ok': order.append(r)
+    while len(ok) + len(failed) + len(died) < world:
+        end = deadline if grace_end is None else min(deadline, grace_end)
+        pending = [r for r in range(world) if r not in ok and r not in failed and r not in died]
+        if time.monotonic() >= end: break
+        ready = set(_wait([conns[r] for r in pending] + [procs[r].sentinel for r in pending], timeout=end - time.monotonic()))
+        for r in pending:
+            if conns[r] in ready or procs[r].sentinel in ready: read(r)
+        if (failed or died) and grace_end is None: grace_end = time.monotonic() + 5.  # let the others report
+    stalled = [r for r in range(world) if r not in ok and r not in failed and r not in died]
+    if not (failed or died or stalled): return ok[0]
+    lines = '\n'.join(f'  rank {r}: ' + ('finished' if r in ok else f'raised {_first_line(failed[r])}' if r in failed
+                      else _exit_reason(died[r]) if r in died else 'no report: still running') for r in range(world))
+    first = next((r for r in order if r in failed), None)  # the first to fail is the likeliest cause
+    tb = f"\n\nrank {first}'s traceback (the first to fail):\n{failed[first]}" if failed else ''
+    if stalled: raise TimeoutError(f"spawn_loopback: rank(s) {stalled} did not finish in time\n{lines}{tb}")
+    raise RuntimeError(f"spawn_loopback: {len(failed) + len(died)} of {world} ranks failed\n{lines}{tb}")
+
+def spawn_loopback(fn, # fn(rank, world, *args), importable (spawned processes import it); rank 0's return value is returned
+                   world: int, # how many processes
+                   *args, # passed on to `fn`
+                   timeout: float=1800., # seconds any collective may wait (the group's timeout), and the run once all ranks have met
+                  ):
+    "Run `fn` in `world` CPU processes joined by a gloo process group (file rendezvous); return rank 0's result."
+    if isinstance(world, bool) or not isinstance(world, int) or world < 1: raise ValueError(f"world: expected an int ≥ 1, got {world!r}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValueError(f"timeout: expected seconds > 0, got {timeout!r}")
     ctx = mp.get_context('spawn')
-    q = ctx.SimpleQueue()
-    pc = mp.start_processes(_entry, args=(world, _free_port(), fn, args, q), nprocs=world, join=False, start_method='spawn')
-    # read while waiting: a result larger than the pipe's buffer blocks rank 0 in `put` until someone reads it,
-    # so joining first would deadlock (a ResNet-56 HVP is 3.4 MB); `join` re-raises a worker's exception
-    data = None
-    while True:
-        if data is None and not q.empty(): data = q.get()
-        if pc.join(timeout=0.05): break
-    if data is None and not q.empty(): data = q.get()
-    if data is None: raise RuntimeError("spawn_loopback: rank 0 finished without returning a result")
-    import io
+    with tempfile.TemporaryDirectory(prefix='setsens-rdzv-') as tmp:
+        init = 'file://' + os.path.join(tmp, 'store')  # no port to pick, so none another process can take
+        pipes = [ctx.Pipe(duplex=False) for _ in range(world)]
+        procs = [ctx.Process(target=_entry, args=(r, world, init, float(timeout), fn, args, pipes[r][1]), daemon=True)
+                 for r in range(world)]
+        try:
+            for p in procs: p.start()
+            for _, w in pipes: w.close()  # only the children hold the write ends now: EOF when a rank dies
+            data = _collect(procs, [r for r, _ in pipes], timeout)
+        finally:
+            for p in procs:
+                if p.is_alive(): p.kill()
+            for p in procs: p.join()
+            for r, _ in pipes: r.close()
     return torch.load(io.BytesIO(data), weights_only=True)
 
 # %% ../nbs/20_distributed.ipynb #6d0f4017
@@ -120,9 +222,9 @@ def _products(risk, X_full_idx, dX, V, U, K_local, seed, gather):
     from setsens.graphical import solution_shift, estimate_solution_set
     out = dict(value=risk.value(), grad=risk.grad(), hvp=risk.hvp(V), jx=risk.jx(dX), jxT=gather(risk.jxT(U)))
     dXK = dX[K_local] if len(K_local) else dX[:0]
-    out['shift'], info = solution_shift(risk, dXK, idx=K_local, rtol=1e-12, maxiter=200, warn=False)
+    out['shift'], info = solution_shift(risk, dXK, idx=K_local, rtol=1e-12, maxiter=200, warn=False, check=False)
     out['shift_converged'] = bool(info.converged)
-    out['set'], _ = estimate_solution_set(risk, dXK, n=3, seed=seed, idx=K_local, rtol=1e-12, maxiter=200, warn=False)
+    out['set'], _ = estimate_solution_set(risk, dXK, n=3, seed=seed, idx=K_local, rtol=1e-12, maxiter=200, warn=False, check=False)
     try:
         from setsens.aif import aif
         out['aif'], _ = aif(risk, 2, rtol=1e-12, maxiter=200)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from .core import check_tensor, check_same, check_positive, check_count, in_test, progress, Result
-from .aif import _check_p, _check_xy, _conjugate
+from .aif import _check_p, _check_xy, _check_real, _check_risk, _conjugate
 
 # %% auto #0
 __all__ = ['dro_weights', 'DAIFInfo', 'distributional_aif', 'emp_linear', 'emp_inner_pga', 'DROFitInfo', 'dro_linear_regression',
@@ -21,6 +21,12 @@ def _check_u(u) -> float:
     "The Wasserstein order u ∈ [1, ∞] (the same check as the attack norm p, `setsens.aif._check_p`)."
     return _check_p(u, 'u', 'the Wasserstein order must be in [1, inf]')
 
+def _check_beta(beta, X, name: str='beta'):
+    "Linear-regression coefficients for X (n, d): a real finite (d,) tensor on X's dtype and device."
+    _check_real(beta, name, ndim=1); check_same(X, beta, f'X, {name}')
+    if beta.shape[0] != X.shape[1]: raise ValueError(f"{name}: expected shape ({X.shape[1]},), got {tuple(beta.shape)}")
+    return beta
+
 # %% ../nbs/13_dro.ipynb #33a6c6e1
 def dro_weights(c: torch.Tensor, # ‖∇_x l_i‖_q for every example (n,)
                 u: float, # Wasserstein order
@@ -29,7 +35,7 @@ def dro_weights(c: torch.Tensor, # ‖∇_x l_i‖_q for every example (n,)
     "Weights w (n,) of the first-order worst-case allocation ‖δ_i‖ ∝ w_i: the unit-l_u vector that maximises Σ w_i c_i."
     u = _check_u(u)
     if rule not in ('exact', 'theorem'): raise ValueError(f"rule: expected 'exact' or 'theorem', got {rule!r}")
-    check_tensor(c, 'c', ndim=1)
+    _check_real(c, 'c', ndim=1, half=True)   # elementwise: half precision is fine here
     if bool((c < 0).any()): raise ValueError("c: the gradient norms ‖∇_x l_i‖_q must be >= 0")
     if not bool((c > 0).any()):
         raise ValueError("c: every ‖∇_x l_i‖_q is 0, so every allocation is worst-case and the weights are undefined")
@@ -67,11 +73,11 @@ def distributional_aif(risk, # a `setsens.risk.Risk` at θ̂ (per-example losses
                        rtol: float|None=None, maxiter: int|None=None,
                       ) -> tuple[torch.Tensor, DAIFInfo]:
     "Theorem 6.1's distributional AIF −Ĥ⁻¹ n^{(1−u)/u} Ê‖x‖_p Σᵢ wᵢ ∇_{x,θ}lᵢ φᵢ: w = e_J for u = 1, Hölder weights for u > 1."
-    from setsens.aif import adversarial_direction
-    from setsens.graphical import solution_shift
+    from setsens.aif import adversarial_direction, _grad_x, _solve_shift
     p, u = _check_p(p), _check_u(u)
+    _check_risk(risk)
     X = risk.X; n = risk.n
-    G = risk.grad_x()
+    G = _grad_x(risk)                                            # finite, or an error naming the risk
     c = torch.linalg.vector_norm(G.reshape(n, -1), ord=_conjugate(p), dim=1)
     if bool((c == 0).all()): raise ValueError("risk: every ∇_x l_i vanishes; the distributional AIF is zero and J is undefined")
     w = dro_weights(c, u, rule)
@@ -79,8 +85,10 @@ def distributional_aif(risk, # a `setsens.risk.Risk` at θ̂ (per-example losses
     s = float(torch.linalg.vector_norm(X.reshape(n, -1), ord=p, dim=1).mean()) if scale is None else check_positive(scale, 'scale', strict=False)
     root_n = n**(1/u) if u < math.inf else 1.
     dX = (root_n*s)*w.reshape(-1, *[1]*(X.ndim - 1))*phi        # J ΔX carries the mean's 1/n: n^{1/u}/n = n^{(1−u)/u}
+    if not bool(torch.isfinite(dX).all()):
+        raise ValueError(f"scale: the attack ΔX = n^(1/u)·scale·w_i·φ_i overflows (scale = {s:g}, n^(1/u) = {root_n:g}); use a smaller scale")
     if rtol is None: rtol = 1e-10 if torch.finfo(risk.dtype).eps < 1e-10 else 1e-5
-    dw, info = solution_shift(risk, dX, weighting="mean", rtol=rtol, maxiter=maxiter)
+    dw, info = _solve_shift(risk, dX, 0., rtol, maxiter)       # `solution_shift` (MINRES, the mean's 1/n), as in `aif`
     conv = bool(torch.as_tensor(info.converged).all())
     if not conv: warnings.warn("distributional_aif: the Hessian solve did not converge", RuntimeWarning)
     return dw, DAIFInfo(u, p, rule, s, root_n/n, int(torch.argmax(c)), w, info, conv)
@@ -92,6 +100,7 @@ def emp_linear(beta: torch.Tensor, # coefficients (d,)
                p: float|str=2, u: float|str=1) -> torch.Tensor:
     "EMP(R) of Lemma 6.1 for l = (y − βᵀx)², inner maximum in closed form: u = 1: mean η² + 2Rb‖η‖_∞ + nR²b²; u = 2: (RMS η + Rb)²; u = ∞: mean (|η| + Rb)²; b = ‖β‖_q."
     p, u = _check_p(p), _check_u(u)
+    _check_xy(X, y); _check_beta(beta, X)
     radius = check_positive(radius, 'radius', strict=False)
     eta = y - X @ beta
     b = torch.linalg.vector_norm(beta, ord=_conjugate(p))
@@ -121,6 +130,7 @@ def emp_inner_pga(beta: torch.Tensor, X: torch.Tensor, y: torch.Tensor, radius: 
                   steps: int=400, seed: int=0) -> tuple[float, torch.Tensor]:
     "EMP(R) by projected gradient ascent over all of Δ (p = 2, u ∈ {1, 2}), best of several starts: an independent check of `emp_linear`."
     u = _check_u(u)
+    _check_xy(X, y); _check_beta(beta, X)
     if u not in (1, 2): raise ValueError(f"u: emp_inner_pga handles u ∈ {{1, 2}}, got {u}")
     radius = check_positive(radius, 'radius', strict=False)
     steps = check_count(steps, 'steps')
@@ -169,10 +179,7 @@ def dro_linear_regression(X: torch.Tensor, y: torch.Tensor,
     s = float(torch.linalg.vector_norm(X, ord=p, dim=1).mean()) if scale is None else check_positive(scale, 'scale')
     R = eps*s
     if beta0 is None: beta = torch.linalg.lstsq(X, y[:, None]).solution[:, 0]
-    else:
-        check_tensor(beta0, 'beta0', ndim=1); check_same(X, beta0, 'X, beta0')
-        if beta0.shape[0] != X.shape[1]: raise ValueError(f"beta0: expected shape ({X.shape[1]},), got {tuple(beta0.shape)}")
-        beta = beta0.clone()
+    else: beta = _check_beta(beta0, X, 'beta0').clone()
     F = lambda b: emp_linear(b, X, y, R, p, u)
     gn, it, stalled = math.inf, 0, False
     for it in range(1, maxiter + 1):

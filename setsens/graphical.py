@@ -4,32 +4,32 @@
 
 # %% ../nbs/03_graphical.ipynb #14344211
 from __future__ import annotations
-import math, operator, warnings
+import math, operator, time, warnings
 from dataclasses import dataclass, replace
 import torch
 from torch.func import grad, jacrev, vmap
 from .core import check_tensor, check_same, check_positive, check_count
-from .sets import AffineSet, hausdorff
+from .sets import AffineSet, hausdorff, _real
 
 # %% auto #0
 __all__ = ['graphical_derivative', 'coderivative', 'lipschitz_modulus', 'per_example_derivatives', 'eq14_matrices',
-           'solution_set_estimate', 'influence_point', 'Stability', 'training_stability', 'solution_shift',
-           'estimate_solution_set']
+           'solution_set_estimate', 'influence_point', 'Stability', 'training_stability', 'SetupWarning', 'setup_check',
+           'solution_shift', 'estimate_solution_set']
 
 # %% ../nbs/03_graphical.ipynb #5b9c2e67
 def _check_pair(dwR, dxR):
     "Validate the pair (∇_wR, ∇_xR); errors name the argument."
-    check_tensor(dwR, 'dwR', ndim=2)
+    _real(check_tensor(dwR, 'dwR', ndim=2), 'dwR')   # complex: refused (the modulus is for real H, J)
     if dwR.shape[0] != dwR.shape[1]:
         raise ValueError(f"dwR: ∇_w R must be square (p, p), got shape {tuple(dwR.shape)}")
-    check_tensor(dxR, 'dxR', ndim=2)
+    _real(check_tensor(dxR, 'dxR', ndim=2), 'dxR')
     if dxR.shape[0] != dwR.shape[0]:
         raise ValueError(f"dxR: expected {dwR.shape[0]} rows (one per parameter, like dwR), "
                          f"got shape {tuple(dxR.shape)}")
     check_same(dwR, dxR, 'dwR, dxR')
 
 def _check_vec(v, name, n, like, other='dwR'):
-    check_tensor(v, name, ndim=1)
+    _real(check_tensor(v, name, ndim=1), name)
     if v.shape[0] != n: raise ValueError(f"{name}: expected shape ({n},), got {tuple(v.shape)}")
     check_same(like, v, f'{other}, {name}')
 
@@ -243,6 +243,15 @@ def _solver(solver):
     from setsens import krylov
     return getattr(krylov, solver)
 
+def _solve_kwargs(solver, risk, rtol, maxiter, time_budget, progress, kw):
+    "Keyword arguments for the solver: rtol resolved for the risk's dtype; budget and progress for a callable only when set."
+    from setsens.krylov import _default_rtol
+    kw = dict(kw, rtol=_default_rtol(risk.dtype) if rtol is None else rtol, maxiter=maxiter)
+    builtin = not callable(solver)
+    if builtin or time_budget is not None: kw['time_budget'] = time_budget
+    if builtin or progress is not None: kw['progress'] = progress
+    return kw
+
 def _weighted_dX(risk, dX, idx, weighting):
     "ΔX shaped like risk.X (+ a trailing batch axis), rows on K scaled by n/|K| for eq. 14."
     if weighting not in ("eq14", "mean"): raise ValueError(f"weighting: expected 'eq14' or 'mean', got {weighting!r}")
@@ -270,21 +279,68 @@ def _weighted_dX(risk, dX, idx, weighting):
     if weighting == "eq14" and 0 < nK < N: full = full*(N/nK)
     return full
 
+# %% ../nbs/03_graphical.ipynb #5afe0c4e
+class SetupWarning(UserWarning):
+    "The set-up of a matrix-free sensitivity solve looks wrong: w̄ is not a stationary point of R, or H has negative curvature."
+
+def setup_check(risk, # a `setsens.risk.Risk` at (x̄, w̄)
+                b: torch.Tensor|None=None, # the right-hand side −J ΔX (p,) or (p, k) of the solve; None: skip the stationarity test
+                steps: int=12, # Lanczos steps (single HVPs) for the extreme eigenvalues of H
+                grad_tol: float=0.1, # warn when ‖∇R(w̄)‖ > grad_tol·‖J ΔX‖ (the smallest column norm of b)
+                neg_tol: float=1e-3, # warn when the smallest Ritz value θ_min < −neg_tol·max(θ_max, |θ_min|)
+                warn: bool=True, # emit `SetupWarning`s (otherwise only return the numbers)
+               ) -> dict:
+    """Check the set-up of `solution_shift`/`estimate_solution_set` for one gradient and `steps` HVPs: refuse half
+    precision; warn when w̄ is not a stationary point relative to the perturbation, or H has clearly negative curvature."""
+    from setsens.krylov import _check_precision, _lanczos
+    _check_precision(risk.dtype, 'risk')
+    steps = check_count(steps, 'steps')
+    grad_tol, neg_tol = check_positive(grad_tol, 'grad_tol'), check_positive(neg_tol, 'neg_tol')
+    out = {}
+    if b is not None:
+        g = risk.grad()
+        gn = float(torch.linalg.vector_norm(g))
+        bn = float(torch.linalg.vector_norm(b.reshape(b.shape[0], -1), dim=0).min())
+        out.update(grad_norm=gn, rhs_norm=bn, grad_ratio=gn/bn if bn > 0 else (math.inf if gn > 0 else 0.))
+    theta, m = _lanczos(risk.hvp, risk.p, steps, risk.dtype, risk.device)
+    t_min, t_max = float(theta[0]), float(theta[-1])
+    out.update(ritz_min=t_min, ritz_max=t_max, lanczos_steps=m)
+    out['not_stationary'] = b is not None and out['grad_ratio'] > grad_tol
+    out['negative_curvature'] = t_min < -neg_tol*max(t_max, abs(t_min))
+    if warn and out['not_stationary']:
+        warnings.warn(f"w̄ is not a stationary point of R: ‖∇R(w̄)‖ = {gn:.3g} is {out['grad_ratio']:.3g}× ‖J ΔX‖ = {bn:.3g} "
+                      f"(warning above {grad_tol:g}×). The solve drops ∇R(w̄) from the linearised optimality condition "
+                      "∇R(w̄) + H Δw + J ΔX = 0, so its right-hand side is off by that ratio; train w̄ further "
+                      "(or pass check=False)", SetupWarning, stacklevel=3)
+    if warn and out['negative_curvature']:
+        warnings.warn(f"H has negative curvature: {m} Lanczos steps give a Ritz value θ_min = {t_min:.3g} (θ_max = {t_max:.3g}); "
+                      "Ritz values bound the spectrum from inside, so H has an eigenvalue ≤ θ_min and w̄ is not a minimum "
+                      "(a saddle point?). The least-squares solve is still defined, but re-training would not follow it "
+                      "(or pass check=False)", SetupWarning, stacklevel=3)
+    return out
+
+
 # %% ../nbs/03_graphical.ipynb #3f68eff3
 def solution_shift(risk, # a `setsens.risk.Risk` at (x̄, w̄)
                    dX: torch.Tensor, # perturbations: X-shaped (idx=None), or (|K|, ...) with idx; optional trailing batch axis
                    idx=None, # the perturbed index set K (ints); None: the non-zero rows of dX
                    solver="minres", # "minres" | "lsqr" | "cgls" (setsens.krylov), or a callable with their signature
                    x0: torch.Tensor|None=None, # start (p,) or (p, k); its ker-H part is kept (a member of the set)
-                   weighting: str="eq14", # "eq14": 1/|K| on the mixed term (paper); "mean": the mean-risk derivative (1/n)
-                   rtol: float=1e-6, # solver tolerance
-                   maxiter: int|None=None, # solver iteration limit
-                   **solver_kwargs, # passed to the solver (e.g. atol, callback)
+                   weighting: str="eq14", # "eq14" (paper, eq. 14/17): rows on K scaled by n/|K|; "mean": where the trained weights go under the mean loss (no scaling)
+                   rtol: float|None=None, # solver tolerance; None: 1e-6 in float64, 1e-4 in float32 (see setsens.krylov)
+                   maxiter: int|None=None, # solver iteration limit; None: max(5p, 20)
+                   time_budget: float|None=None, # wall-clock seconds for the solve (None: unlimited); KrylovInfo.status says if it ran out
+                   progress: bool|None=None, # a tqdm bar; None: only in an interactive session, never with IN_TEST, CI or under pytest
+                   check: bool=True, # `setup_check` first: warn if w̄ is not stationary or H has negative curvature (1 gradient, 12 HVPs)
+                   **solver_kwargs, # passed to the solver (e.g. atol, callback, warn)
                   ):
     "Eqs. 17–19: solve H Δw = −J ΔX matrix-free; returns (Δw shaped (p,) or (p, k), KrylovInfo)."
+    from setsens.krylov import _check_precision
+    _check_precision(risk.dtype, 'risk')
     dXw = _weighted_dX(risk, dX, idx, weighting)
     b = -risk.jx(dXw)
-    return _solver(solver)(risk.hvp, b, x0, rtol=rtol, maxiter=maxiter, **solver_kwargs)
+    if check and bool((b != 0).any()): setup_check(risk, b)   # ΔX = 0: Δw = 0 (plus x0's ker-H part), nothing to check
+    return _solver(solver)(risk.hvp, b, x0, **_solve_kwargs(solver, risk, rtol, maxiter, time_budget, progress, solver_kwargs))
 
 # %% ../nbs/03_graphical.ipynb #c8867a18
 def estimate_solution_set(risk, # a `setsens.risk.Risk` at (x̄, w̄)
@@ -294,9 +350,12 @@ def estimate_solution_set(risk, # a `setsens.risk.Risk` at (x̄, w̄)
                           idx=None, # the perturbed index set K; None: the non-zero rows of dX
                           x0_scale: float|None=None, # starts x0 = x0_scale·g/√p, g ~ N(0, I); None: ‖Δw_min‖ (one extra solve)
                           solver="minres", # as in `solution_shift`
-                          weighting: str="eq14", # as in `solution_shift`
-                          rtol: float=1e-6, # solver tolerance
-                          maxiter: int|None=None, # solver iteration limit
+                          weighting: str="eq14", # as in `solution_shift` ("eq14": the paper's n/|K| scaling; "mean": the mean-loss response)
+                          rtol: float|None=None, # solver tolerance; None: 1e-6 in float64, 1e-4 in float32
+                          maxiter: int|None=None, # solver iteration limit (per solve)
+                          time_budget: float|None=None, # wall-clock seconds for both solves together (None: unlimited)
+                          progress: bool|None=None, # as in `solution_shift`
+                          check: bool=True, # as in `solution_shift`
                           **solver_kwargs,
                          ) -> tuple[torch.Tensor, list]:
     "Sample the estimated new solution set w̄ + DS(x̄|w̄)(ΔX) (eq. 15): n batched solves from random starts; returns ((n, p) points, per-point KrylovInfo list)."
@@ -304,9 +363,16 @@ def estimate_solution_set(risk, # a `setsens.risk.Risk` at (x̄, w̄)
     X = risk.X
     if isinstance(dX, torch.Tensor) and dX.ndim != X.ndim:
         raise ValueError(f"dX: one perturbation of {X.ndim} dimensions expected (no batch axis), got shape {tuple(dX.shape)}")
+    from setsens.krylov import _check_precision
+    _check_precision(risk.dtype, 'risk')
+    if time_budget is not None: time_budget = check_positive(time_budget, 'time_budget', allow_inf=True)
     p = risk.p
     b = -risk.jx(_weighted_dX(risk, dX, idx, weighting))          # the same right-hand side for every start
-    solve = lambda B, X0: _solver(solver)(risk.hvp, B, X0, rtol=rtol, maxiter=maxiter, **solver_kwargs)
+    if check and bool((b != 0).any()): setup_check(risk, b)
+    t0 = time.perf_counter()
+    def solve(B, X0):                                              # the budget is shared by both solves
+        left = None if time_budget is None else max(time_budget - (time.perf_counter() - t0), 1e-9)
+        return _solver(solver)(risk.hvp, B, X0, **_solve_kwargs(solver, risk, rtol, maxiter, left, progress, solver_kwargs))
     if x0_scale is None:
         dw0, _ = solve(b, None)
         x0_scale = float(torch.linalg.vector_norm(dw0)) or 1.
@@ -314,6 +380,8 @@ def estimate_solution_set(risk, # a `setsens.risk.Risk` at (x̄, w̄)
     g = torch.Generator().manual_seed(seed)
     X0 = (x0_scale/math.sqrt(p))*torch.randn(p, n, generator=g, dtype=risk.dtype).to(risk.device)
     dW, info = solve(b[:, None].expand(p, n).contiguous(), X0)
-    infos = [replace(info, resnorm=info.resnorm[j], normres=info.normres[j], converged=info.converged[j])
+    col = lambda t, j: t[j] if isinstance(t, torch.Tensor) and t.ndim else t
+    infos = [replace(info, resnorm=info.resnorm[j], normres=info.normres[j], converged=info.converged[j],
+                     **{k: col(getattr(info, k), j) for k in ('rel_normres', 'rel_resnorm') if hasattr(info, k)})
              for j in range(n)]
     return risk.w[None] + dW.T, infos

@@ -4,13 +4,14 @@
 
 # %% ../nbs/12_kernels.ipynb #6c06a85e
 from __future__ import annotations
-import math, gzip, time, warnings
+import math, gzip, time, warnings, zlib
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import torch
 from .core import check_tensor, check_same, check_positive, check_count, in_test, progress, data_dir, Result
-from .aif import _check_p, _check_xy
+from .aif import _check_p, _check_xy, _check_real
+from .cifar import _data_folder, _not_a_file, _check_digest, _read_npz, _check_labelled_images
 
 # %% auto #0
 __all__ = ['ntk_kernel', 'kernel_ridge_objective', 'kernel_ridge', 'KernelAIFInfo', 'kernel_aif', 'RobustKernelInfo',
@@ -32,10 +33,10 @@ def ntk_kernel(X1: torch.Tensor, # inputs (n1, m)
                *, normalize: bool=False, # project the inputs onto the unit sphere first
               ) -> torch.Tensor: # (n1, n2)
     "Two-layer ReLU NTK of Section 6.1: xᵢᵀxⱼ(π − ∠(xᵢ, xⱼ))/(2π); on unit vectors the paper's xᵢᵀxⱼ(π − arccos xᵢᵀxⱼ)/(2π)."
-    check_tensor(X1, 'X1', ndim=2)
+    _check_real(X1, 'X1', ndim=2)
     same = X2 is None or X2 is X1
     if X2 is None: X2 = X1
-    else: check_tensor(X2, 'X2', ndim=2); check_same(X1, X2, 'X1, X2')
+    else: _check_real(X2, 'X2', ndim=2); check_same(X1, X2, 'X1, X2')
     if X1.shape[1] != X2.shape[1]: raise ValueError(f"X1, X2: {X1.shape[1]} against {X2.shape[1]} features")
     n1, n2 = X1.norm(dim=1, keepdim=True), X2.norm(dim=1, keepdim=True)
     if bool((n1 == 0).any()) or bool((n2 == 0).any()):
@@ -62,6 +63,15 @@ def _check_ridge(X, y, lam) -> float:
     _check_xy(X, y)
     return check_positive(lam, 'lam')
 
+def _gram(kernel, X):
+    "kernel(X), checked: the (n, n) Gram matrix of X, finite (a user kernel's NaN is named `kernel`, not found later)."
+    K = kernel(X)
+    n = X.shape[0]
+    if not isinstance(K, torch.Tensor) or tuple(K.shape) != (n, n):
+        raise ValueError(f"kernel: expected an ({n}, {n}) Gram matrix, got {tuple(K.shape) if isinstance(K, torch.Tensor) else type(K).__name__}")
+    if not bool(torch.isfinite(K).all()): raise ValueError("kernel: the Gram matrix contains NaN or Inf")
+    return K
+
 def kernel_ridge(X: torch.Tensor, # inputs (n, m)
                  y: torch.Tensor, # targets (n,)
                  lam: float, # λ > 0 of eq. 7
@@ -71,9 +81,9 @@ def kernel_ridge(X: torch.Tensor, # inputs (n, m)
     "The minimiser of eq. 7: θ̂ = (KᵀK + nλI)⁻¹ Kᵀ y (Cholesky; KᵀK + nλI is positive definite for λ > 0)."
     lam = _check_ridge(X, y, lam)
     n = X.shape[0]
-    if K is None: K = kernel(X)
+    if K is None: K = _gram(kernel, X)
     else:
-        check_tensor(K, 'K', ndim=2); check_same(X, K, 'X, K')
+        _check_real(K, 'K', ndim=2); check_same(X, K, 'X, K')
         if tuple(K.shape) != (n, n): raise ValueError(f"K: expected the ({n}, {n}) Gram matrix of X, got shape {tuple(K.shape)}")
     A = K.T @ K + n*lam*torch.eye(n, dtype=K.dtype, device=K.device)
     return torch.cholesky_solve((K.T @ y)[:, None], torch.linalg.cholesky(A))[:, 0]
@@ -109,17 +119,21 @@ def kernel_aif(X: torch.Tensor, # inputs (n, m)
     n = X.shape[0]
     if theta is None: th = kernel_ridge(X, y, lam, kernel)
     else:
-        th = check_tensor(theta, 'theta', ndim=1); check_same(X, th, 'X, theta')
+        th = _check_real(theta, 'theta', ndim=1); check_same(X, th, 'X, theta')
         if th.shape[0] != n:
             raise ValueError(f"theta: expected shape ({n},) (one coefficient per training example), got {tuple(th.shape)}")
-    K = kernel(X)
+    K = _gram(kernel, X)
     G = _x_grad(th, X, y, lam, kernel)                                 # ∇_{x_k} L̂_n, the rows
+    if not bool(torch.isfinite(G).all()): raise ValueError("kernel: the input gradients ∇_{x_k} L̂_n contain NaN or Inf")
     if bool((G.abs().amax(1) == 0).any()):
         warnings.warn("kernel_aif: some ∇_{x_k} L̂_n vanish; Corollary 6.1 assumes none (their β_k = 0)", RuntimeWarning)
     phi = adversarial_direction(G, p)
     s = float(torch.linalg.vector_norm(X, ord=p, dim=1).mean()) if scale is None else check_positive(scale, 'scale', strict=False)
     B = s*phi
     _, K_dot = torch.func.jvp(kernel, (X,), (B,))                        # d/dt K(X + tB) at t = 0
+    if not bool(torch.isfinite(K_dot).all()):
+        raise ValueError("kernel: its derivative along the attack, K̇ = Σ_k ∂K/∂x_k β_k, contains NaN or Inf "
+                         "(is the kernel differentiable at X, and `scale` moderate?)")
     r = K @ th - y
     rhs = K.T @ (K_dot @ th) + K_dot.T @ r
     A = K.T @ K + n*lam*torch.eye(n, dtype=K.dtype, device=K.device)
@@ -185,12 +199,27 @@ def robust_kernel_ridge(X: torch.Tensor, y: torch.Tensor, lam: float,
     return th, RobustKernelInfo(it, res, conv, TD, rho, time.perf_counter() - t0)
 
 # %% ../nbs/12_kernels.ipynb #aff181aa
+MNIST_MD5 = {  # the official files (data README; torchvision's MNIST.resources)
+    't10k-images-idx3-ubyte.gz': '9fb629c4189551a2d022fa330f9573f3',
+    't10k-labels-idx1-ubyte.gz': 'ec29112dd5afa0611ce80d1b7f02629c',
+    'train-labels-idx1-ubyte.gz': 'd53e105ee54ea40749a09fcbcd1e9432',
+}
+
 def _read_idx(path: Path) -> np.ndarray:
-    "An idx file (optionally gzipped) as a numpy array: the MNIST distribution format."
+    "An idx file (optionally gzipped) as a numpy array: the MNIST distribution format. An official file name must carry the official MD5."
+    path = Path(path)
+    if (kind := _not_a_file(path)) is not None:
+        if kind == 'missing': raise FileNotFoundError(f"{path}: does not exist (an MNIST idx file)")
+        raise ValueError(f"{path}: is {kind}, not an MNIST idx file")
+    if path.name in MNIST_MD5: _check_digest(path, MNIST_MD5[path.name], f"the official MNIST file {path.name}", 'md5')
     op = gzip.open if str(path).endswith('.gz') else open
-    with op(path, 'rb') as f: data = f.read()
-    if data[0] != 0 or data[1] != 0 or data[2] != 8: raise ValueError(f"{path}: not an unsigned-byte idx file")
+    try:
+        with op(path, 'rb') as f: data = f.read()
+    except (OSError, EOFError, zlib.error) as e:   # BadGzipFile (bad CRC, not gzip), a cut stream
+        raise ValueError(f"{path}: unreadable idx file: {type(e).__name__}: {e or 'no message'}. Copy the file again.") from e
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 8: raise ValueError(f"{path}: not an unsigned-byte idx file")
     nd = data[3]
+    if len(data) < 4 + 4*nd: raise ValueError(f"{path}: truncated inside its header ({len(data)} bytes)")
     dims = [int.from_bytes(data[4 + 4*i:8 + 4*i], 'big') for i in range(nd)]
     arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4*nd)
     if arr.size != int(np.prod(dims)): raise ValueError(f"{path}: truncated ({arr.size} of {int(np.prod(dims))} bytes)")
@@ -200,14 +229,18 @@ def _read_idx(path: Path) -> np.ndarray:
 def load_mnist(split: str="test", # "test" (the official t10k files, complete) or "train" (`mnist_train_prefix.npz`: the first 17435 images)
                root=None, # the data folder (None: `setsens.core.data_dir()`)
               ) -> tuple[np.ndarray, np.ndarray]:
-    "Real MNIST images (N, 28, 28) uint8 and labels (N,) from the shared data folder (never random data)."
-    d = data_dir(root)
+    "Real MNIST images (N, 28, 28) uint8 and labels (N,) from the shared data folder (never random data), checked: MD5 of the official files, dtype, labels 0–9, one per image."
+    if split not in ("test", "train"): raise ValueError(f"split: expected 'test' or 'train', got {split!r}")
+    d = data_dir(root) if root is not None else (_data_folder() or data_dir())
     if split == "test":
-        return _read_idx(d/'mnist'/'t10k-images-idx3-ubyte.gz'), _read_idx(d/'mnist'/'t10k-labels-idx1-ubyte.gz')
-    if split == "train":
-        z = np.load(d/'mnist_train_prefix.npz')
-        return z['x_train'], z['y_train']
-    raise ValueError(f"split: expected 'test' or 'train', got {split!r}")
+        xf, yf = 't10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz'
+        x, y = _read_idx(d/'mnist'/xf), _read_idx(d/'mnist'/yf)
+        _check_labelled_images(x, y, str(d/'mnist'), xf, yf, (28, 28), 10)
+        return x, y
+    p = d/'mnist_train_prefix.npz'
+    z = _read_npz(p, ['x_train', 'y_train'], "the MNIST training prefix (x_train, y_train)")
+    _check_labelled_images(z['x_train'], z['y_train'], str(p), 'x_train', 'y_train', (28, 28), 10)
+    return z['x_train'], z['y_train']
 
 def mnist_regression_sample(n: int, seed: int, split: str="test", root=None, dtype=torch.float64):
     "n random MNIST images as unit vectors in R^784 (the NTK assumes ‖x‖ = 1) and their digit as a real target."

@@ -4,10 +4,11 @@
 
 # %% ../nbs/02_krylov.ipynb #5c03f68e
 from __future__ import annotations
-import math, warnings
+import math, os, sys, time, warnings
 from dataclasses import dataclass, field
 from typing import Callable
 import torch
+from tqdm import tqdm
 from .core import check_tensor, check_same, check_positive
 
 # %% auto #0
@@ -24,11 +25,17 @@ class KrylovInfo:
     converged: torch.Tensor # bool per column: normres ≤ atol + rtol‖Aᵀb‖ or resnorm ≤ atol + rtol‖b‖ (‖Aᵀr₀‖, ‖r₀‖ where those are 0); never after a NaN/Inf product
     reason: str # why the iteration stopped
     history: dict = field(default_factory=dict, repr=False) # recurrence estimates per iterate: 'matvecs', 'resnorm', 'normres'
+    seconds: float = 0. # wall-clock seconds the solve took (set-up and the final check included)
+    status: str = 'converged' # one word: 'converged', or why (the first of) the unconverged columns stopped: 'nonfinite', 'time_budget', 'maxiter', 'breakdown', 'drift', 'stagnated'
+    rtol: float = float('nan') # the relative tolerance used (with rtol=None: the dtype's default, see "Tolerances")
+    rel_normres: torch.Tensor|None = None # normres/‖Aᵀb‖ per column (the least-squares measure the tolerance is on)
+    rel_resnorm: torch.Tensor|None = None # resnorm/‖b‖ per column
 
     def __repr__(self):
         f = lambda t: ('[' + ', '.join(f'{v:.3g}' for v in t.flatten().tolist()) + ']') if t.ndim else f'{float(t):.3g}'
         return (f"KrylovInfo(iterations={self.iterations}, matvecs={self.matvecs}, resnorm={f(self.resnorm)}, "
-                f"normres={f(self.normres)}, converged={self.converged.tolist()}, reason={self.reason!r})")
+                f"normres={f(self.normres)}, converged={self.converged.tolist()}, status={self.status!r}, "
+                f"seconds={self.seconds:.3g}, reason={self.reason!r})")
 
 # %% ../nbs/02_krylov.ipynb #95b797b4
 class _Op:
@@ -71,10 +78,43 @@ class _Op:
         self.nonfinite = bad if self.nonfinite is None else self.nonfinite | bad
         return Y
 
+_HALF = (torch.float16, torch.bfloat16)
+_RTOL = {torch.float64: 1e-6, torch.float32: 1e-4}   # see "Tolerances": ≈ 5·10⁹ ε and ≈ 840 ε
+
+def _check_precision(dtype, name):
+    "Refuse float16/bfloat16, naming `name` and the dtype."
+    if dtype in _HALF:
+        raise TypeError(f"{name}: half precision ({dtype}) is not supported: its rounding unit "
+                        f"({torch.finfo(dtype).eps:.1e}) is above any useful tolerance of a Krylov solve; "
+                        "cast with .float() (float32) or .double() (float64)")
+
+def _default_rtol(dtype) -> float:
+    "The relative tolerance that `rtol=None` means: 1e-6 in float64, 1e-4 in float32 (see \"Tolerances\")."
+    _check_precision(dtype, 'dtype')
+    if dtype not in _RTOL: raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
+    return _RTOL[dtype]
+
+def _show_progress(progress) -> bool:
+    """Whether to show a progress bar. `progress=True`/`False` decides; `None` (the default) shows one only in an
+    interactive session, where stderr is a terminal or the code runs in a Jupyter kernel, and never under tests or CI:
+    not when any of the environment variables `IN_TEST` (set by `nbdev_test`), `CI` or `PYTEST_CURRENT_TEST` (set by
+    pytest while a test runs) is set."""
+    if progress is not None:
+        if not isinstance(progress, bool): raise TypeError(f"progress: expected True, False or None, got {progress!r}")
+        return progress
+    if any(os.environ.get(k) for k in ('IN_TEST', 'CI', 'PYTEST_CURRENT_TEST')): return False
+    try:
+        if sys.stderr is not None and sys.stderr.isatty(): return True
+    except (AttributeError, ValueError): pass
+    ip = sys.modules.get('IPython')
+    try: return ip is not None and type(ip.get_ipython()).__name__ == 'ZMQInteractiveShell'
+    except Exception: return False
+
 def _rhs(b):
     "b as a (p, k) block and whether it was a vector."
     check_tensor(b, 'b', ndim=(1, 2))
     if b.is_complex(): raise TypeError(f"b: complex dtypes are not supported, got {b.dtype}")
+    _check_precision(b.dtype, 'b')
     return (b[:, None], True) if b.ndim == 1 else (b, False)
 
 def _start(x0, b, n):
@@ -87,16 +127,17 @@ def _start(x0, b, n):
         raise ValueError(f"x0: expected shape {want}, got {tuple(x0.shape)}")
     return x0[:, None] if x0.ndim == 1 else x0
 
-def _options(rtol, atol, maxiter, n, damp=0., callback=None):
-    "Validated (rtol, atol, maxiter)."
-    rtol = check_positive(rtol, 'rtol', strict=False)
+def _options(rtol, atol, maxiter, n, dtype, damp=0., callback=None, time_budget=None):
+    "Validated (rtol, atol, maxiter, time_budget); rtol=None: the dtype's default."
+    rtol = _default_rtol(dtype) if rtol is None else check_positive(rtol, 'rtol', strict=False)
+    if time_budget is not None: time_budget = check_positive(time_budget, 'time_budget', allow_inf=True)
     atol = check_positive(atol, 'atol', strict=False)
     check_positive(damp, 'damp', strict=False)
     if callback is not None and not callable(callback): raise TypeError("callback: must be callable or None")
     if maxiter is None: maxiter = max(5*n, 20)
     if isinstance(maxiter, bool) or not isinstance(maxiter, int) or maxiter < 1:
         raise ValueError(f"maxiter: must be a positive integer (or None), got {maxiter!r}")
-    return rtol, atol, maxiter
+    return rtol, atol, maxiter, time_budget
 
 def _nrm(X): return torch.linalg.vector_norm(X, dim=0)
 def _dot(X, Y): return (X*Y).sum(0)
@@ -106,22 +147,38 @@ def _inv(d):
     return torch.where(pos, 1/torch.where(pos, d, torch.ones_like(d)), torch.zeros_like(d))
 
 _REASONS = [(4, 'an operator product returned NaN or Inf (non-finite)'),
-            (1, 'maxiter reached'), (2, 'breakdown (non-finite or singular recurrence)'),
+            (5, 'time budget of {budget:g} s spent'), (1, 'maxiter reached'), (2, 'breakdown (non-finite or singular recurrence)'),
             (0, 'the recurrence estimates drifted from the true residual, also after restarts (tolerance below the attainable accuracy in this precision?)'),
             (3, 'Krylov space exhausted, or the normal residual at the rounding level ε‖A‖‖r‖, without meeting the '
                 'tolerance (tolerance below the attainable accuracy in this precision)')]
+_STATUS = {4: 'nonfinite', 5: 'time_budget', 1: 'maxiter', 2: 'breakdown', 0: 'drift', 3: 'stagnated'}
 
-def _solve(solver, cycle, op, opT, B, X0, vec, rtol, atol, maxiter, warn, callback=None, damp=0., restarts=4):
+def _solve(solver, cycle, op, opT, B, X0, vec, rtol, atol, maxiter, warn, callback=None, damp=0., restarts=4,
+           time_budget=None, progress=None):
     "Run `cycle` from x0, check true residuals, restart columns the recurrence misjudged (not from the rounding level); returns (x, info)."
+    t0 = time.perf_counter()
+    deadline = None if time_budget is None else t0 + time_budget
     k = B.shape[1]
     if X0 is None: R = B; ATR = opT(B); X = torch.zeros_like(ATR); nATb = _nrm(ATR)
     else: X = X0.clone(); R = B - op(X0); ATR = opT(R); nATb = _nrm(opT(B))
     nb, rn, arn = _nrm(B), _nrm(R), _nrm(ATR)
     # rtol is relative to ‖b‖ and ‖Aᵀb‖; where those are 0 (b = 0 with a start x0), to the start's ‖r0‖, ‖Aᵀr0‖
-    tol_r, tol_ar = atol + rtol*torch.where(nb > 0, nb, rn), atol + rtol*torch.where(nATb > 0, nATb, arn)
+    ref_r, ref_ar = torch.where(nb > 0, nb, rn), torch.where(nATb > 0, nATb, arn)
+    tol_r, tol_ar = atol + rtol*ref_r, atol + rtol*ref_ar
     mv = lambda: op.count + (opT.count if opT is not op else 0)
     hist = ([], [], [])
-    stop = torch.zeros(k, dtype=torch.long, device=B.device)   # 0 recurrence converged, 1 maxiter, 2 breakdown, 3 exhausted
+    bar = tqdm(total=maxiter, desc=solver, unit='it', disable=not _show_progress(progress), leave=False, dynamic_ncols=True)
+    shown = [t0]
+    def step():                                        # once per iteration: the bar; True when the time budget is spent
+        now = time.perf_counter()
+        if not bar.disable:
+            bar.update(1)
+            if now - shown[0] >= 0.5 and hist[2]:      # the estimate ‖Aᵀr‖/‖Aᵀb‖ of the worst active column, twice a second
+                rel = hist[2][-1]*_inv(ref_ar); rel = rel[torch.isfinite(rel)]
+                if rel.numel(): bar.set_postfix_str(f"‖Aᵀr‖/‖Aᵀb‖≈{float(rel.max()):.1e} (rtol {rtol:.0e})", refresh=False)
+                shown[0] = now
+        return deadline is not None and now >= deadline
+    stop = torch.zeros(k, dtype=torch.long, device=B.device)   # 0 recurrence converged, 1 maxiter, 2 breakdown, 3 exhausted, 5 time
     nonfinite = torch.zeros(k, dtype=torch.bool, device=B.device)   # an operator product or a true residual met NaN/Inf (4)
     def seen_nonfinite(*norms):                        # NaN/Inf from the products so far, or in these residual norms
         for o in (op, opT):
@@ -154,9 +211,11 @@ def _solve(solver, cycle, op, opT, B, X0, vec, rtol, atol, maxiter, warn, callba
         if last_arn is not None:                       # restart only where the last cycle helped
             allowed = allowed & ((stop == 0) | (stop == 3)) & (arn <= 0.5*last_arn) & (damp == 0) & ~nonfinite
         todo = ~conv & allowed
-        if not bool(todo.any()) or its >= maxiter: break
+        late = deadline is not None and time.perf_counter() >= deadline
+        if late: stop = torch.where(todo, 5, stop)     # would have been (re)started: out of time
+        if not bool(todo.any()) or its >= maxiter or late: break
         restarted[0] = cyc > 0
-        X, used, st = cycle(X, R, ATR, ~todo, maxiter - its, hist, tol_r, tol_ar, mv, callback, check)
+        X, used, st = cycle(X, R, ATR, ~todo, maxiter - its, hist, tol_r, tol_ar, mv, callback, check, step)
         its += used
         stop = torch.where(todo, st, stop)
         last_arn = arn
@@ -175,21 +234,58 @@ def _solve(solver, cycle, op, opT, B, X0, vec, rtol, atol, maxiter, warn, callba
     conv = ((arn <= tol_ar) | (rn <= tol_r)) & ~nonfinite   # a NaN/Inf product: no convergence claimed
     bad = ~conv
     stop = torch.where(nonfinite, 4, stop)             # a NaN/Inf product outranks what the recurrence said
+    bar.close()
+    secs = time.perf_counter() - t0
+    rel_r, rel_ar = rn*_inv(ref_r), arn*_inv(ref_ar)
+    rel_r, rel_ar = torch.where(ref_r > 0, rel_r, rn), torch.where(ref_ar > 0, rel_ar, arn)   # 0/0: the absolute value
+    status = 'converged'
     if not bool(bad.any()): reason = 'converged'
     else:
         parts = []
         for code, msg in _REASONS:
             nb = int((bad & (stop == code)).sum())
-            if nb: parts.append(f"{msg} ({nb} column{'s'*(nb > 1)})")
+            if nb:
+                parts.append(f"{msg.format(budget=time_budget)} ({nb} column{'s'*(nb > 1)})")
+                if status == 'converged': status = _STATUS[code]
         reason = '; '.join(parts)
-        if warn: warnings.warn(f"{solver}: {int(bad.sum())} of {k} columns did not converge "
-                               f"after {its} iterations: {reason}", RuntimeWarning, stacklevel=3)
+        if warn:
+            nbad, worst = int(bad.sum()), lambda t: float(t[bad].max())
+            warnings.warn(f"{solver}: {nbad} of {k} column{'s'*(k > 1)} did not converge after {its} iterations "
+                          f"({mv()} products, {secs:.3g} s): {reason}. Reached ‖Aᵀr‖/‖Aᵀb‖ = {worst(rel_ar):.2e} and "
+                          f"‖r‖/‖b‖ = {worst(rel_r):.2e}{' (the largest over those columns)' if nbad > 1 else ''}; "
+                          f"the tolerance is rtol = {rtol:.2g}{f', atol = {atol:.2g}' if atol else ''}. "
+                          "The returned x is the best checked iterate; raise maxiter/time_budget or rtol",
+                          RuntimeWarning, stacklevel=3)
     sq = (lambda t: t[..., 0]) if vec else (lambda t: t)
     history = {'matvecs': torch.tensor(hist[0], dtype=torch.long),
                'resnorm': sq(torch.stack(hist[1])) if hist[1] else B.new_zeros((0,) if vec else (0, k)),
                'normres': sq(torch.stack(hist[2])) if hist[2] else B.new_zeros((0,) if vec else (0, k))}
-    info = KrylovInfo(its, mv(), sq(rn), sq(arn), sq(conv), reason, history)
+    info = KrylovInfo(its, mv(), sq(rn), sq(arn), sq(conv), reason, history, seconds=secs, status=status, rtol=rtol,
+                      rel_normres=sq(rel_ar), rel_resnorm=sq(rel_r))
     return sq(X), info
+
+def _lanczos(op, # symmetric operator v (p,) -> (p,)
+             p:int, steps:int, dtype, device, seed:int=0):
+    "`steps` Lanczos steps (full reorthogonalisation) from a seeded random start: (Ritz values ascending (float64, CPU), steps run)."
+    g = torch.Generator().manual_seed(seed)                  # a private generator: the global RNG is not touched
+    q = torch.randn(p, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
+    Q, al, bt = [q/torch.linalg.vector_norm(q)], [], []
+    eps = torch.finfo(dtype).eps
+    for j in range(max(1, min(int(steps), p))):
+        w = op(Q[-1])
+        a = torch.dot(Q[-1], w); al.append(a)
+        Qm = torch.stack(Q)
+        for _ in range(2): w = w - Qm.T @ (Qm @ w)          # full reorthogonalisation (twice is enough)
+        b = torch.linalg.vector_norm(w)
+        if not bool(torch.isfinite(a) & torch.isfinite(b)): raise ValueError("A: returned NaN or Inf")
+        if float(b) <= 10*eps*max(float(t.abs()) for t in al): break   # an invariant subspace: its Ritz values are exact
+        bt.append(b); Q.append(w/b)
+    m = len(al)
+    T = torch.diag(torch.stack(al).double().cpu())
+    if m > 1:
+        e = torch.stack(bt[:m-1]).double().cpu(); T = T + torch.diag(e, 1) + torch.diag(e, -1)
+    return torch.linalg.eigvalsh(T), m
+
 
 # %% ../nbs/02_krylov.ipynb #c1afc877
 def _refl(a, b):
@@ -202,7 +298,7 @@ def _apply(c, s, x, y): return c*x + s*y, s*x - c*y
 def _mres_cycle(op, B):
     "One range-restricted minimal-normal-residual cycle (see above) as a function for `_solve`."
     seen = [None]                                          # the ‖A‖ estimate, carried over restarts
-    def cycle(X, R0, U, frozen, maxiter, hist, tol_r, tol_ar, mv, callback, check):
+    def cycle(X, R0, U, frozen, maxiter, hist, tol_r, tol_ar, mv, callback, check, step):
         k = B.shape[1]
         eps = torch.finfo(B.dtype).eps
         nan = torch.full((k,), float('nan'), dtype=B.dtype, device=B.device)
@@ -286,6 +382,9 @@ def _mres_cycle(op, B):
             if callback is not None: callback(X)
             Vprev, V = V, W*(_inv(bn)*(~done).to(B.dtype))
             al.pop(j-5, None); bt.pop(j-5, None)
+            if step():                                      # the time budget is spent
+                stop = torch.where(done, stop, 5); done = done | True
+                break
         seen[0] = Anorm
         return X, its, torch.where(done, stop, 1)
     return cycle
@@ -294,11 +393,13 @@ def _mres_cycle(op, B):
 def minres(A, # symmetric operator: a callable mapping (p,)→(p,) and (p, k)→(p, k), or a (p, p) tensor
            b:torch.Tensor, # right-hand side(s), (p,) or (p, k)
            x0:torch.Tensor|None=None, # starting point(s) shaped like b; their ker-A part is kept
-           *, rtol:float=1e-6, # relative tolerance: ‖Ar‖ ≤ atol + rtol‖Ab‖ or ‖r‖ ≤ atol + rtol‖b‖
+           *, rtol:float|None=None, # relative tolerance: ‖Ar‖ ≤ atol + rtol‖Ab‖ or ‖r‖ ≤ atol + rtol‖b‖; None: 1e-6 in float64, 1e-4 in float32
            atol:float=0., # absolute tolerance
            maxiter:int|None=None, # iteration limit (one block product each); None: max(5p, 20)
+           time_budget:float|None=None, # wall-clock seconds; stops (info.status 'time_budget', a warning) once spent; None: unlimited
            callback:Callable|None=None, # called as callback(x) after every iteration (do not modify x)
            warn:bool=True, # warn (RuntimeWarning) when a column does not converge
+           progress:bool|None=None, # a tqdm bar; None: only in an interactive session, never with IN_TEST, CI or under pytest
           ) -> tuple[torch.Tensor, KrylovInfo]:
     "Minimum-norm least-squares solution of symmetric A x = b plus the ker-A part of `x0` (range-restricted, minimal normal residual)."
     B, vec = _rhs(b)
@@ -313,13 +414,14 @@ def minres(A, # symmetric operator: a callable mapping (p,)→(p,) and (p, k)→
             raise ValueError("A: is not symmetric; use lsqr (with AT) for non-symmetric systems")
     op = _Op(A, 'A', B, vec, rows=p)
     X0 = _start(x0, b, p)
-    rtol, atol, maxiter = _options(rtol, atol, maxiter, p, callback=callback)
+    rtol, atol, maxiter, time_budget = _options(rtol, atol, maxiter, p, B.dtype, callback=callback, time_budget=time_budget)
     cb = None if callback is None else (lambda X: callback(X[:, 0] if vec else X))
-    return _solve('minres', _mres_cycle(op, B), op, op, B, X0, vec, rtol, atol, maxiter, warn, cb)
+    return _solve('minres', _mres_cycle(op, B), op, op, B, X0, vec, rtol, atol, maxiter, warn, cb,
+                  time_budget=time_budget, progress=progress)
 
 # %% ../nbs/02_krylov.ipynb #5b804eec
-def _setup_rect(A, b, x0, AT, rtol, atol, maxiter, damp=0.):
-    "Shared argument handling of lsqr/cgls: (B, vec, op, opT, X0, rtol, atol, maxiter)."
+def _setup_rect(A, b, x0, AT, rtol, atol, maxiter, damp=0., time_budget=None):
+    "Shared argument handling of lsqr/cgls: (B, vec, op, opT, X0, rtol, atol, maxiter, time_budget)."
     B, vec = _rhs(b)
     m, k = B.shape
     if isinstance(A, torch.Tensor):
@@ -338,14 +440,15 @@ def _setup_rect(A, b, x0, AT, rtol, atol, maxiter, damp=0.):
     n = opT.rows if opT.rows is not None else (x0.shape[0] if isinstance(x0, torch.Tensor) else None)
     X0 = _start(x0, b, n)
     if X0 is not None: opT.rows = X0.shape[0]
-    rtol, atol, maxiter = _options(rtol, atol, maxiter, min(m, n) if n else m, damp)
-    return B, vec, op, opT, X0, rtol, atol, maxiter
+    rtol, atol, maxiter, time_budget = _options(rtol, atol, maxiter, min(m, n) if n else m, B.dtype, damp,
+                                                time_budget=time_budget)
+    return B, vec, op, opT, X0, rtol, atol, maxiter, time_budget
 
 # %% ../nbs/02_krylov.ipynb #53bab657
 def _lsqr_cycle(op, opT, B, damp):
     "One LSQR cycle as a function for `_solve`."
     seen = [None]                                          # the ‖A‖ estimate, carried over restarts
-    def cycle(X, R0, ATR, frozen, maxiter, hist, tol_r, tol_ar, mv, callback, check):
+    def cycle(X, R0, ATR, frozen, maxiter, hist, tol_r, tol_ar, mv, callback, check, step):
         k = B.shape[1]
         eps = torch.finfo(B.dtype).eps
         done = frozen.clone()
@@ -386,6 +489,9 @@ def _lsqr_cycle(op, opT, B, damp):
             exh = (alpha <= 10*eps*anorm) | (beta <= 10*eps*anorm) | (arn <= 10*eps*anorm*rn)   # or Aᵀr at the rounding level
             stop = torch.where(act & exh & ~conv, 3, stop)
             done = done | (act & (conv | exh))
+            if step():                                      # the time budget is spent
+                stop = torch.where(done, stop, 5); done = done | True
+                break
         seen[0] = anorm
         return X, its, torch.where(done, stop, 1)
     return cycle
@@ -395,22 +501,25 @@ def lsqr(A, # a callable mapping (n,)→(m,) and (n, k)→(m, k), or an (m, n) t
          b:torch.Tensor, # right-hand side(s), (m,) or (m, k)
          x0:torch.Tensor|None=None, # starting point(s), (n,) or (n, k); their ker-A part is kept
          *, AT=None, # Aᵀ as a callable or tensor; default: A itself for a callable (symmetric), A.mT for a tensor
-         rtol:float=1e-6, # relative tolerance: ‖Aᵀr‖ ≤ atol + rtol‖Aᵀb‖ or ‖r‖ ≤ atol + rtol‖b‖
+         rtol:float|None=None, # relative tolerance: ‖Aᵀr‖ ≤ atol + rtol‖Aᵀb‖ or ‖r‖ ≤ atol + rtol‖b‖; None: 1e-6 in float64, 1e-4 in float32
          atol:float=0., # absolute tolerance
          maxiter:int|None=None, # iteration limit (one A and one Aᵀ product each); None: max(5 min(m, n), 20)
+         time_budget:float|None=None, # wall-clock seconds; stops (info.status 'time_budget', a warning) once spent; None: unlimited
          damp:float=0., # Tikhonov damping: minimise ‖Ax − b‖² + damp²‖x − x0‖²
          warn:bool=True, # warn (RuntimeWarning) when a column does not converge
+         progress:bool|None=None, # a tqdm bar; None: only in an interactive session, never with IN_TEST, CI or under pytest
         ) -> tuple[torch.Tensor, KrylovInfo]:
     "Minimum-norm least-squares solution of A x = b (plus the ker-A part of `x0`) by LSQR, batched over columns."
-    B, vec, op, opT, X0, rtol, atol, maxiter = _setup_rect(A, b, x0, AT, rtol, atol, maxiter, damp)
+    B, vec, op, opT, X0, rtol, atol, maxiter, time_budget = _setup_rect(A, b, x0, AT, rtol, atol, maxiter, damp, time_budget)
     damp = float(damp)
-    return _solve('lsqr', _lsqr_cycle(op, opT, B, damp), op, opT, B, X0, vec, rtol, atol, maxiter, warn, damp=damp)
+    return _solve('lsqr', _lsqr_cycle(op, opT, B, damp), op, opT, B, X0, vec, rtol, atol, maxiter, warn, damp=damp,
+                  time_budget=time_budget, progress=progress)
 
 # %% ../nbs/02_krylov.ipynb #c01d1673
 def _cgls_cycle(op, opT, B):
     "One CGLS cycle as a function for `_solve`."
     seen = [None]                                          # the ‖A‖ estimate, carried over restarts
-    def cycle(X, R0, S, frozen, maxiter, hist, tol_r, tol_ar, mv, callback, check):
+    def cycle(X, R0, S, frozen, maxiter, hist, tol_r, tol_ar, mv, callback, check, step):
         k = B.shape[1]
         done = frozen.clone()
         stop = torch.zeros(k, dtype=torch.long, device=B.device)
@@ -442,6 +551,9 @@ def _cgls_cycle(op, opT, B):
             stop = torch.where(act & exh & ~conv, 3, stop)
             done = done | (act & (conv | exh))
             P = S + (gnew*_inv(gam))*P; gam = gnew
+            if step():                                      # the time budget is spent
+                stop = torch.where(done, stop, 5); done = done | True
+                break
         seen[0] = anorm
         return X, its, torch.where(done, stop, 1)
     return cycle
@@ -451,11 +563,15 @@ def cgls(A, # a callable mapping (n,)→(m,) and (n, k)→(m, k), or an (m, n) t
          b:torch.Tensor, # right-hand side(s), (m,) or (m, k)
          x0:torch.Tensor|None=None, # starting point(s), (n,) or (n, k); their ker-A part is kept
          *, AT=None, # Aᵀ as a callable or tensor; default: A itself for a callable (symmetric), A.mT for a tensor
-         rtol:float=1e-6, # relative tolerance: ‖Aᵀr‖ ≤ atol + rtol‖Aᵀb‖ or ‖r‖ ≤ atol + rtol‖b‖
+         rtol:float|None=None, # relative tolerance: ‖Aᵀr‖ ≤ atol + rtol‖Aᵀb‖ or ‖r‖ ≤ atol + rtol‖b‖; None: 1e-6 in float64, 1e-4 in float32
          atol:float=0., # absolute tolerance
          maxiter:int|None=None, # iteration limit (one A and one Aᵀ product each); None: max(5 min(m, n), 20)
+         time_budget:float|None=None, # wall-clock seconds; stops (info.status 'time_budget', a warning) once spent; None: unlimited
          warn:bool=True, # warn (RuntimeWarning) when a column does not converge
+         progress:bool|None=None, # a tqdm bar; None: only in an interactive session, never with IN_TEST, CI or under pytest
         ) -> tuple[torch.Tensor, KrylovInfo]:
     "Least-squares solution of A x = b by CG on the normal equations AᵀA x = Aᵀb (CGLS): the baseline."
-    B, vec, op, opT, X0, rtol, atol, maxiter = _setup_rect(A, b, x0, AT, rtol, atol, maxiter)
-    return _solve('cgls', _cgls_cycle(op, opT, B), op, opT, B, X0, vec, rtol, atol, maxiter, warn)
+    B, vec, op, opT, X0, rtol, atol, maxiter, time_budget = _setup_rect(A, b, x0, AT, rtol, atol, maxiter,
+                                                                        time_budget=time_budget)
+    return _solve('cgls', _cgls_cycle(op, opT, B), op, opT, B, X0, vec, rtol, atol, maxiter, warn,
+                  time_budget=time_budget, progress=progress)

@@ -4,10 +4,13 @@
 
 # %% ../nbs/01_risk.ipynb #c3ae8744
 from __future__ import annotations
-import copy
+import copy, functools, inspect
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import (DataLoader, Dataset, IterableDataset, TensorDataset, RandomSampler,
+                              SubsetRandomSampler, WeightedRandomSampler, default_collate)
+from torch.utils.data.distributed import DistributedSampler
 from torch.func import functional_call, jvp, vjp, vmap, grad as fgrad
 from fastcore.basics import patch
 from .core import check_tensor, check_same, check_positive
@@ -35,6 +38,87 @@ def _resolve_loss(loss):
     if not callable(loss): raise TypeError(f"loss: expected a callable or one of {sorted(LOSSES)}, got {type(loss).__name__}")
     return loss
 
+_REDUCTIONS = ('none', 'mean', 'sum')
+
+def _check_reduction(r):
+    if r is not None and r not in _REDUCTIONS:
+        raise ValueError(f"reduction: expected None (read it from the loss) or one of {_REDUCTIONS}, got {r!r}")
+    return r
+
+def _stated_reduction(loss):
+    "The reduction a loss states itself, and where: an `nn` loss module's `.reduction`, or the default of a function's `reduction` parameter (`F.cross_entropy`, `functools.partial(F.mse_loss, reduction='sum')`); (None, None) if it states none."
+    if isinstance(loss, nn.Module):
+        r = getattr(loss, 'reduction', None)
+        return (r, f"{type(loss).__name__}.reduction") if isinstance(r, str) else (None, None)
+    try: prm = inspect.signature(loss).parameters.get('reduction')
+    except (TypeError, ValueError): return None, None
+    if prm is None or not isinstance(prm.default, str): return None, None
+    return prm.default, f"the default of {getattr(loss, '__name__', type(loss).__name__)}'s reduction parameter"
+
+def _class_loss(loss):
+    "For torch's cross-entropy / NLL (module, `F` function or a `functools.partial` of one): (the same loss with reduction='sum', class weights, ignore_index); else None."
+    if isinstance(loss, (nn.CrossEntropyLoss, nn.NLLLoss)):
+        s = copy.copy(loss); s.reduction = 'sum'   # a shallow copy: the user's module keeps its reduction
+        return s, loss.weight, loss.ignore_index
+    f, kw = loss, {}
+    if isinstance(loss, functools.partial):
+        if loss.args: return None
+        f, kw = loss.func, dict(loss.keywords)
+    if f is F.cross_entropy or f is F.nll_loss:
+        kw['reduction'] = 'sum'
+        return (lambda out, y: f(out, y, **kw)), kw.get('weight'), kw.get('ignore_index', -100)
+    return None
+
+def _target_count(y, weight, ignore_index) -> float:
+    "The denominator of torch's mean cross-entropy / NLL over class targets y: Σ weight[y_i] over the targets ≠ ignore_index."
+    keep = y != ignore_index
+    if weight is None: return float(keep.sum())
+    y = y.to(weight.device); keep = keep.to(weight.device)
+    return float((weight[torch.where(keep, y, torch.zeros_like(y))]*keep).sum(dtype=torch.float64))
+
+# -- data that do not sit in one tensor --------------------------------------------------------------
+_RANDOM_SAMPLERS = (RandomSampler, SubsetRandomSampler, WeightedRandomSampler)
+
+def _source_kind(data, batch_size):
+    "'loader', 'dataset' or 'iterable' for a data source `Risk` can read several times; an error naming `data` otherwise."
+    if isinstance(data, DataLoader):
+        for s in (data.sampler, getattr(data.batch_sampler, 'sampler', None)):
+            if isinstance(s, _RANDOM_SAMPLERS) or (isinstance(s, DistributedSampler) and s.shuffle):
+                raise ValueError(
+                    f"data: the DataLoader draws its rows at random ({type(s).__name__}, e.g. shuffle=True), so every "
+                    f"pass over it would see the rows in a new order and the row-wise products (jx, jxT, grad_x) would "
+                    f"pair them with the wrong rows of dX or of the result; build it with shuffle=False (the risk is a "
+                    f"sum over all rows, so nothing is gained by shuffling)")
+        kind = 'loader'
+    elif isinstance(data, IterableDataset):
+        raise TypeError(f"data: an IterableDataset ({type(data).__name__}) yields single examples, not (X, y) batches; "
+                        f"wrap it in torch.utils.data.DataLoader(data, batch_size=...)")
+    elif isinstance(data, Dataset):
+        if not hasattr(data, '__len__'):
+            raise TypeError(f"data: the Dataset {type(data).__name__} has no __len__; wrap it in a DataLoader")
+        return 'dataset'
+    else:
+        try: it = iter(data)
+        except TypeError:
+            raise TypeError(f"X: expected a torch.Tensor (with Y), or data: a DataLoader, a map-style Dataset or a "
+                            f"re-iterable of (X, y) batches, got {type(data).__name__}") from None
+        if it is data:
+            raise TypeError(f"data: got a one-shot iterator ({type(data).__name__}), which can be read only once, but "
+                            f"every product (value, grad, each hvp of a Krylov solve) is a new pass over the data; pass "
+                            f"a list of (X, y) batches, a DataLoader (shuffle=False) or a Dataset instead")
+        kind = 'iterable'
+    if batch_size is not None:
+        raise ValueError(f"batch_size: the batches of data ({type(data).__name__}) are the chunks; leave batch_size=None "
+                         f"and choose the batch size where the batches are made (e.g. DataLoader(..., batch_size=...))")
+    return kind
+
+def _dataset_batches(ds, b):
+    "Consecutive chunks of b rows of a map-style Dataset, collated (a TensorDataset is sliced directly)."
+    n = len(ds)
+    for a in range(0, n, b):
+        if isinstance(ds, TensorDataset): yield tuple(t[a:a + b] for t in ds.tensors)
+        else: yield default_collate([ds[i] for i in range(a, min(a + b, n))])
+
 def _is_tensor(x, name):
     if not isinstance(x, torch.Tensor): raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
 
@@ -58,35 +142,54 @@ def check_eval_mode(model: nn.Module, # the network
 
 # %% ../nbs/01_risk.ipynb #01032a1d
 class Risk:
-    "The empirical risk R(w, X) = (1/n) Σ l(f(x_i; w), y_i) as a matrix-free operator at a stored (w, X)."
+    "The empirical risk R(w, X) (what the loss computes on all n rows; (1/n) Σ l(f(x_i; w), y_i) for a per-example loss) as a matrix-free operator at a stored (w, X)."
     MODES = ('rev_rev', 'fwd_rev', 'rev_rev_cached')
 
     def __init__(self, model: nn.Module, # the network f(x; w); in eval mode if it has BatchNorm/dropout
-                 loss, # per-example loss(output, target) -> (b,), or "mse" / "cross_entropy"
-                 X: torch.Tensor, # inputs (n, ...), floating, same dtype and device as the parameters
-                 Y: torch.Tensor, # targets (n, ...)
+                 loss, # per-example loss(output, target) -> (b,), a torch.nn / F loss (reduction 'mean' or 'sum'), or "mse" / "cross_entropy"
+                 X, # inputs (n, ...) as a tensor (floating, the parameters' dtype and device), or the data: a DataLoader, a map-style Dataset or a re-iterable of (X, y) batches
+                 Y: torch.Tensor|None=None, # targets (n, ...) for a tensor X; None when X is a data source
                  *, params: list[str]|None=None, # names of the parameters w (None: all trainable ones)
                  batch_size: int|None=None, # rows per chunk (None: all n at once)
                  hvp_mode: str="rev_rev", # "rev_rev", "fwd_rev" or "rev_rev_cached"
                  vectorize: bool|None=None, # batch the k right-hand sides with `torch.func.vmap` (False: a loop; None: vmap except on CPU)
+                 reduction: str|None=None, # how a loss that returns a scalar reduces: "mean" or "sum" (None: the loss says it itself, or is per-example)
                 ):
         if not isinstance(model, nn.Module): raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
         self.model, self._fn = model, None
         self._stateful = _stateful_modules(model)
         check_eval_mode(model, self._stateful)
         self._loss = _resolve_loss(loss)
+        self.reduction = self._stated(loss, _check_reduction(reduction))   # None: the probe decides (per-example or refused)
+        cl = _class_loss(self._loss) if self.reduction == 'mean' else None
+        self._sum_loss, self._cw, self._ci = cl if cl is not None else (None, None, None)
         named = dict(model.named_parameters())
         names = self._select(named, params)
         self._set_params({k: named[k] for k in names}, 'model')
         chosen = set(names)
         self._frozen = {k: v.detach() for k, v in named.items() if k not in chosen}
         self._frozen.update({k: b.detach() for k, b in model.named_buffers()})
-        self._set_data(X, Y, need_y=True)
-        self.batch_size = None if batch_size is None else self._check_batch_size(batch_size)
+        self._src, self._spec, self._N = None, None, None
+        if isinstance(X, torch.Tensor) or Y is not None:
+            if isinstance(X, (DataLoader, Dataset)):
+                raise TypeError(f"Y: the data ({type(X).__name__}) carry their targets in their (X, y) batches; leave Y out")
+            self._set_data(X, Y, need_y=True)
+            self.batch_size = None if batch_size is None else self._check_batch_size(batch_size)
+        else:   # a data source, read chunk by chunk
+            self.batch_size = None if batch_size is None else self._check_batch_size(batch_size)
+            self._src_kind = _source_kind(X, self.batch_size)
+            self._src = X
         self.hvp_mode = self._check_mode(hvp_mode)
         self.vectorize = (self.device.type != 'cpu') if vectorize is None else bool(vectorize)
-        self._scale = 1/self.n
+        self._kind = {'none': 'none', 'mean': 'mean', 'batchmean': 'mean', 'sum': 'sum', None: None}[self.reduction]
         self._cache = {}
+        if self._src is not None: self._count()   # the first pass: n (and the cross-entropy weights), every batch checked
+        if self._sum_loss is not None and not self._ydtype.is_floating_point:   # class targets: torch's weighted mean
+            self._kind = 'count'
+            if self._src is None: self._N = _target_count(self._Y, self._cw, self._ci)
+            if self._N == 0:
+                raise ValueError(f"{'data' if self._src is not None else 'Y'}: every target equals ignore_index={self._ci} "
+                                 f"(or has class weight 0), so the loss's mean over them is 0/0")
         self._probe()   # fail early on a bad loss/model/data
 
     @classmethod
@@ -103,11 +206,11 @@ class Risk:
             raise TypeError(f"params: expected a non-empty dict name -> tensor, got {type(params).__name__}")
         self = cls.__new__(cls)
         self.model, self._fn, self._stateful, self._loss, self._frozen = None, fn, [], None, {}
+        self._src, self._spec, self._N, self._kind, self.reduction, self._sum_loss = None, None, None, 'fn', None, None
         for k, v in params.items(): check_tensor(v, f"params[{k!r}]")
         self._set_params(params, 'params')
         self._set_data(X, Y, need_y=False)
         self.batch_size, self.hvp_mode, self.vectorize = None, self._check_mode(hvp_mode), bool(vectorize)
-        self._scale = 1.
         self._cache = {}
         return self
 
@@ -153,7 +256,81 @@ class Risk:
                 raise ValueError(f"X, Y: expected the same number of rows, got X {tuple(X.shape)} and Y {tuple(Y.shape)}")
             check_same(Y, X, 'Y, X', dtype=False)
             check_tensor(Y, 'Y', floating=False)
-        self.X, self.Y = X, Y
+        self._X, self._Y = X, Y
+
+    @staticmethod
+    def _stated(loss, red):
+        "The loss's reduction: stated by the loss (module attribute, function default) and/or the `reduction` argument, which must agree."
+        if isinstance(loss, str):
+            if red not in (None, 'none'):
+                raise ValueError(f"reduction: the loss {loss!r} is per-example (reduction='none'), got reduction={red!r}")
+            return 'none'
+        st, where = _stated_reduction(loss)
+        if st is None: return red
+        if st not in _REDUCTIONS + ('batchmean',):
+            raise ValueError(f"loss: its reduction {st!r} ({where}) is not supported; use 'mean', 'sum' or 'none'")
+        if red is not None and red != st:
+            raise ValueError(f"reduction: the loss states reduction={st!r} ({where}) but reduction={red!r} was passed; "
+                             f"Risk never changes how a loss reduces: leave reduction out (or pass {st!r}), or change the loss")
+        return st
+
+    # -- data sources (DataLoader, Dataset, re-iterable of batches) ---------------------------------
+    def _raw_batches(self):
+        "The source's (X, y) batches as they come (on the user's device)."
+        if self._src_kind == 'dataset': return _dataset_batches(self._src, self.batch_size or max(len(self._src), 1))
+        return iter(self._src)
+
+    def _check_batch(self, i, batch):
+        "A batch as (X, y), checked against the first batch's structure; errors name `data`."
+        if not (isinstance(batch, (tuple, list)) and len(batch) == 2 and all(isinstance(t, torch.Tensor) for t in batch)):
+            what = type(batch).__name__ + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else '')
+            raise ValueError(f"data: batch {i} is a {what}, expected a pair (X, y) of tensors")
+        Xb, Yb = batch
+        if Xb.ndim < 1 or Yb.ndim < 1 or Xb.shape[0] != Yb.shape[0] or Xb.shape[0] == 0:
+            raise ValueError(f"data: batch {i} has inputs {tuple(Xb.shape)} and targets {tuple(Yb.shape)}; expected "
+                             f"the same positive number of rows (leading axis) in both")
+        spec = (tuple(Xb.shape[1:]), Xb.dtype, tuple(Yb.shape[1:]), Yb.dtype)
+        if self._spec is None: self._spec = spec
+        elif spec != self._spec:
+            d = lambda s: f"input rows {s[0]} {s[1]}, target rows {s[2]} {s[3]}"
+            raise ValueError(f"data: batch {i} has {d(spec)} but the first batch had {d(self._spec)}; every batch "
+                             f"must have the same structure")
+        return Xb, Yb
+
+    def _count(self):
+        "The first pass over a data source: check every batch, count the rows n (and the targets' weight for a mean cross-entropy)."
+        n, N = 0, 0.
+        for i, batch in enumerate(self._raw_batches()):
+            Xb, Yb = self._check_batch(i, batch)
+            if i == 0:
+                check_same(Xb, self._w, 'data (its inputs), parameters', device=False)
+                check_tensor(Xb, 'data (its inputs)')
+            if not bool(torch.isfinite(Xb).all()): raise ValueError(f"data: the inputs of batch {i} contain NaN or Inf")
+            if Yb.is_floating_point() and not bool(torch.isfinite(Yb).all()):
+                raise ValueError(f"data: the targets of batch {i} contain NaN or Inf")
+            if self._sum_loss is not None and not Yb.is_floating_point(): N += _target_count(Yb, self._cw, self._ci)
+            n += Xb.shape[0]
+        if n == 0: raise ValueError(f"data: has no batches (no rows)")
+        self._n, self._N = n, N
+
+    def _stream(self):
+        "(rows, X chunk, Y chunk) of a data source, moved to the parameters' device batch by batch; the rows must match the first pass."
+        off = 0
+        for i, batch in enumerate(self._raw_batches()):
+            Xb, Yb = self._check_batch(i, batch)
+            b = Xb.shape[0]
+            if off + b > self._n:
+                raise ValueError(f"data: has more than the {self._n} rows counted on the first pass; the data set "
+                                 f"changed between passes (a Risk needs the same rows, in the same order, on every pass)")
+            yield slice(off, off + b), Xb.to(self.device), Yb.to(self.device)
+            off += b
+        if off != self._n:
+            raise ValueError(f"data: has {off} rows on this pass but {self._n} on the first; the data set changed "
+                             f"between passes (a Risk needs the same rows, in the same order, on every pass)")
+
+    def _gather(self, i):
+        "All inputs (i=0) or targets (i=1) of a data source, concatenated on the parameters' device."
+        return torch.cat([c[1 + i] for c in self._stream()])
 
     @staticmethod
     def _check_batch_size(b):
@@ -168,9 +345,28 @@ class Risk:
 
     # -- attributes ---------------------------------------------------------------------------------
     @property
+    def X(self) -> torch.Tensor:
+        "The inputs (n, ...); for a data source all batches concatenated on the parameters' device (a pass, not cached)."
+        return self._X if self._src is None else self._gather(0)
+    @property
+    def Y(self) -> torch.Tensor|None:
+        "The targets (n, ...); for a data source all batches concatenated on the parameters' device (a pass, not cached)."
+        return self._Y if self._src is None else self._gather(1)
+    @property
+    def _xshape(self):
+        return self._X.shape if self._src is None else torch.Size((self._n,) + self._spec[0])
+    @property
+    def _ydtype(self):
+        return self._Y.dtype if self._src is None else self._spec[3]
+    @property
+    def _scale(self):
+        "The factor applied once to the sum of chunk contributions: 1/n (per-example, mean), 1/Σweight (cross-entropy), 1 (sum, from_function)."
+        k = self._kind
+        return 1. if k in ('sum', 'fn') else 1/self._N if k == 'count' else 1/self.n
+    @property
     def n(self) -> int:
-        "Number of data points (rows of X)."
-        return self.X.shape[0]
+        "Number of data points (rows of X; for a data source counted on the first pass)."
+        return self._X.shape[0] if self._src is None else self._n
     @property
     def p(self) -> int:
         "Number of parameters in w."
@@ -230,11 +426,15 @@ class Risk:
             check_tensor(w, 'w')
             r._w = w.detach().clone()
         if X is not None:
+            if self._src is not None:
+                raise NotImplementedError("X: at(X=...) moves in-memory data, but this risk streams its data from "
+                                          f"`data` ({type(self._src).__name__}); build Risk(model, loss, X, Y) from tensors "
+                                          "instead (risk.X, risk.Y materialise the data on the parameters' device)")
             _is_tensor(X, 'X')
             if X.shape != self.X.shape: raise ValueError(f"X: expected shape {tuple(self.X.shape)} (as risk.X), got {tuple(X.shape)}")
             check_same(X, self.X, 'X, risk.X')
             check_tensor(X, 'X')
-            r.X = X
+            r._X = X
         return r
 
     # -- the scalar function and its chunks ---------------------------------------------------------
@@ -248,28 +448,47 @@ class Risk:
         return self._loss_sum(functional_call(self.model, (self._unflat(w), self._frozen), (Xc,)), Yc, Xc.shape[0])
 
     def _loss_sum(self, out, Yc, b):
-        "Σ l(out_i, y_i) over a chunk of b rows, checking that the loss is per-example."
+        "This chunk's share of R/scale over its b rows: Σ l_i (per-example), b·mean ('mean'), the sum ('sum'; cross-entropy 'count')."
+        k = self._kind
+        if k == 'count': return self._sum_loss(out, Yc)
         l = self._loss(out, Yc)
-        if not isinstance(l, torch.Tensor) or l.shape != (b,):
-            raise ValueError(f"loss: must return per-example losses shaped (b,) = ({b},), got "
-                             f"{tuple(l.shape) if isinstance(l, torch.Tensor) else type(l).__name__} "
-                             f"(use reduction='none')")
-        return l.sum()
+        shape = tuple(l.shape) if isinstance(l, torch.Tensor) else type(l).__name__
+        if k is None and isinstance(l, torch.Tensor) and l.shape == (b,):   # the probe: an unstated loss is per-example
+            k = self._kind = self.reduction = 'none'
+        if k in ('none', None):
+            if k is None and shape == ():
+                raise ValueError(f"loss: must return per-example losses shaped (b,) = ({b},), or be a reduced loss whose "
+                                 f"reduction is known; it returned a scalar and does not state its reduction (no "
+                                 f".reduction attribute or reduction= parameter): pass reduction='mean' to Risk if it "
+                                 f"averages over the rows (or over equally many elements per row), reduction='sum' if it "
+                                 f"sums, or make it return per-example losses")
+            if not isinstance(l, torch.Tensor) or l.shape != (b,):
+                raise ValueError(f"loss: must return per-example losses shaped (b,) = ({b},), got {shape} (use "
+                                 f"reduction='none' and reduce each example to one number, or a reduced loss: "
+                                 f"reduction='mean'/'sum')")
+            return l.sum()
+        if not isinstance(l, torch.Tensor) or l.ndim != 0:
+            raise ValueError(f"loss: its reduction is {self.reduction!r}, so it must return a 0-d tensor (the reduced "
+                             f"loss of the batch), got {shape}")
+        return l*b if k == 'mean' else l
 
     @torch.no_grad()
     def _probe(self):
-        "One forward pass and loss on the first rows: name X when the model cannot take it, and refuse a NaN/Inf loss."
-        Xp, Yp = self.X[:2], self.Y[:2]
+        "One forward pass and loss on the first rows: name X (or data) when the model cannot take it, settle an unstated loss's reduction, and refuse a NaN/Inf loss."
+        if self._src is None: Xp, Yp, xn, yn = self._X[:2], self._Y[:2], 'X', 'Y'
+        else:
+            _, Xb, Yb = next(self._stream())
+            Xp, Yp, xn, yn = Xb[:2], Yb[:2], "data's first batch X", 'y'
         try: out = functional_call(self.model, (self._unflat(self._w), self._frozen), (Xp,))
         except (RuntimeError, IndexError) as e:
-            raise ValueError(f"X: the model cannot take inputs shaped {tuple(self.X.shape)} (rows of shape "
-                             f"{tuple(self.X.shape[1:])}): a forward pass on X[:{len(Xp)}] failed with "
-                             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+            raise ValueError(f"{'X' if self._src is None else 'data'}: the model cannot take inputs shaped "
+                             f"{tuple(self._xshape)} (rows of shape {tuple(self._xshape[1:])}): a forward pass on "
+                             f"{xn}[:{len(Xp)}] failed with {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
         if isinstance(out, torch.Tensor) and out.is_floating_point() and bool(torch.isnan(out).any()):
-            raise ValueError(f"model: the output on X[:{len(Xp)}] contains NaN although X and the parameters are finite")
+            raise ValueError(f"model: the output on {xn}[:{len(Xp)}] contains NaN although {'X' if self._src is None else 'the inputs'} and the parameters are finite")
         l = self._loss_sum(out, Yp, Xp.shape[0])
         if not bool(torch.isfinite(l)):
-            raise ValueError(f"loss: evaluates to {float(l)} (NaN or Inf) on X[:{len(Xp)}], Y[:{len(Xp)}], so the risk "
+            raise ValueError(f"loss: evaluates to {float(l)} (NaN or Inf) on {xn}[:{len(Xp)}], {yn}[:{len(Xp)}], so the risk "
                              f"and its derivatives would be NaN/Inf (a log or division outside its domain?)")
 
     def _slices(self, n=None):
@@ -278,7 +497,8 @@ class Risk:
         return [slice(i, min(i + b, n)) for i in range(0, n, b)]
 
     def _chunks(self, X=None, Y=None):
-        if X is None: X, Y = self.X, self.Y
+        if X is None and self._src is not None: yield from self._stream(); return
+        if X is None: X, Y = self._X, self._Y
         for s in self._slices(X.shape[0]): yield s, X[s], (None if Y is None else Y[s])
 
     def _state(self):
@@ -301,12 +521,13 @@ class Risk:
 
     def _dx(self, dX, name='dX'):
         _is_tensor(dX, name)
-        if dX.shape != self.X.shape and (dX.ndim != self.X.ndim + 1 or dX.shape[:-1] != self.X.shape):
-            raise ValueError(f"{name}: expected shape {tuple(self.X.shape)} (like X) or {tuple(self.X.shape)} + (k,), "
-                             f"got {tuple(dX.shape)}")
-        check_same(dX, self.X, f'{name}, X')
+        xs = self._xshape
+        if dX.shape != xs and (dX.ndim != len(xs) + 1 or dX.shape[:-1] != xs):
+            raise ValueError(f"{name}: expected shape {tuple(xs)} (like X) or {tuple(xs)} + (k,), got {tuple(dX.shape)}")
+        if self._src is None: check_same(dX, self._X, f'{name}, X')
+        else: check_same(dX, self._w, f'{name}, parameters')   # streamed chunks of X are moved to the parameters' device
         check_tensor(dX, name)
-        return dX, dX.ndim == self.X.ndim + 1
+        return dX, dX.ndim == len(xs) + 1
 
 # %% ../nbs/01_risk.ipynb #6e720549
 @patch
@@ -324,10 +545,11 @@ def grad(self: Risk) -> torch.Tensor:
 
 @patch
 def grad_x(self: Risk) -> torch.Tensor:
-    "Per-example input gradients ∇_x l(f(x_i; w), y_i), shaped like X (n·∇_X R for `from_function`)."
+    "Per-example input gradients ∇_x l(f(x_i; w), y_i), shaped like X: the rows of n·∇_X R (also for reduced losses and `from_function`)."
     self._state()
     g = torch.cat([fgrad(self._fsum, argnums=1)(self._w, Xc, Yc) for _, Xc, Yc in self._chunks()])
-    return g if self._fn is None else g*self.n
+    if self._kind in ('none', 'mean'): return g   # chunk contributions are already Σ_i l_i
+    return g*self.n if self._kind == 'fn' else g*(self._scale*self.n)
 
 @patch
 def data_mean(self: Risk, v: torch.Tensor # per-example values (n,), one for each row of X
@@ -385,7 +607,13 @@ def jx(self: Risk, dX: torch.Tensor, # shaped like X, or X.shape + (k,)
     "J ΔX = d/dt ∇_w R(w, X + tΔX)|_{t=0}: (p,), or (p, k) for a trailing k axis. Never forms J."
     self._state()
     dX, batched = self._dx(dX)
-    X, Y = self.X, self.Y
+    if self._src is not None:   # streamed: chunks whose rows of dX are all zero are skipped
+        parts = [_jx_chunk(self, self._w, dX[s].to(self.device), Xc, Yc, batched) for s, Xc, Yc in self._chunks()
+                 if bool(dX[s].ne(0).any())]
+        if not parts:
+            return torch.zeros((self.p, dX.shape[-1]) if batched else (self.p,), dtype=self.dtype, device=self.device)
+        return _tr(sum(parts)*self._scale, batched)
+    X, Y = self._X, self._Y
     if self._fn is None:   # only perturbed rows contribute (no coupling between examples)
         nz = dX.reshape(self.n, -1).ne(0).any(1)
         if not bool(nz.all()):

@@ -4,14 +4,14 @@
 
 # %% ../nbs/00_core.ipynb #3fe221ef
 from __future__ import annotations
-import os, math, operator
+import os, re, math, operator
 from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['data_dir', 'check_tensor', 'check_same', 'check_positive', 'check_count', 'in_test', 'default_device', 'progress',
-           'Result', 'results_markdown']
+           'Result', 'md_cell', 'results_markdown']
 
 # %% ../nbs/00_core.ipynb #1f61bd51
 def _candidates(start: Path):
@@ -113,6 +113,18 @@ def progress(it, total: int|None=None, desc: str|None=None, # as for tqdm
     if disable is None: disable = bool(os.environ.get('IN_TEST'))
     return tqdm(it, total=total, desc=desc, disable=disable, **kwargs)
 
+# %% ../nbs/00_core.ipynb #1d2085b2
+import warnings
+
+def _import_jvp_decompositions():
+    "Import torch's forward-mode decompositions once, ignoring only its `torch.jit.script` deprecation warning."
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
+        try: import torch._decomp.decompositions_for_jvp  # noqa: F401  (torch's module; absent in some versions)
+        except Exception: pass
+
+_import_jvp_decompositions()
+
 # %% ../nbs/00_core.ipynb #5134e113
 from dataclasses import dataclass, field
 
@@ -144,12 +156,16 @@ def _fmt(v):
     v = float(v)
     return f'{v:.4g}' if v == v else 'nan'
 
+def md_cell(text) -> str:
+    "`text` made safe for one cell of a markdown table: `|` escaped (`\\|`), line breaks made spaces."
+    return re.sub(r'\s*\n\s*', ' ', str(text)).replace('\\|', '|').replace('|', '\\|').strip()
+
 def results_markdown(results: list[Result]) -> str:
     "A markdown table of `results`: section, quantity, ours, paper, difference, within tolerance, note."
     rows = ['| section | quantity | ours | paper | difference | within tolerance | note |',
             '|---|---|---|---|---|---|---|']
     for r in results:
         tol = '' if r.within is None else f" (rtol {r.rtol:g}{f', atol {r.atol:g}' if r.atol else ''})" if r.rtol is not None else f" (atol {r.atol:g})"
-        rows.append(f"| {r.section} | {r.quantity} | {_fmt(r.ours)} | {_fmt(r.paper)} | {_fmt(r.diff)} | "
-                    f"{_fmt(r.within)}{tol} | {r.note} |")
+        rows.append(f"| {md_cell(r.section)} | {md_cell(r.quantity)} | {_fmt(r.ours)} | {_fmt(r.paper)} | {_fmt(r.diff)} | "
+                    f"{_fmt(r.within)}{tol} | {md_cell(r.note)} |")
     return '\n'.join(rows)

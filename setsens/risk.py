@@ -11,7 +11,8 @@ from torch import nn
 from torch.utils.data import (DataLoader, Dataset, IterableDataset, TensorDataset, RandomSampler,
                               SubsetRandomSampler, WeightedRandomSampler, default_collate)
 from torch.utils.data.distributed import DistributedSampler
-from torch.func import functional_call, jvp, vjp, vmap, grad as fgrad
+from torch.func import functional_call, jvp, vjp, vmap, grad as fgrad, grad_and_value
+from torch.autograd.function import once_differentiable
 from fastcore.basics import patch
 from .core import check_tensor, check_same, check_positive
 
@@ -54,6 +55,26 @@ def _stated_reduction(loss):
     except (TypeError, ValueError): return None, None
     if prm is None or not isinstance(prm.default, str): return None, None
     return prm.default, f"the default of {getattr(loss, '__name__', type(loss).__name__)}'s reduction parameter"
+
+_REGRESSION = (nn.MSELoss, nn.L1Loss, nn.HuberLoss, nn.SmoothL1Loss)
+_REGRESSION_F = (F.mse_loss, F.l1_loss, F.huber_loss, F.smooth_l1_loss)
+
+def _target_rule(loss):
+    "What the targets of a known loss must be: ('class', name, ignore_index or None) for torch's cross-entropy / NLL and the string 'cross_entropy' (which has no ignore_index), ('regression', name, None) for 'mse' and torch's regression losses; None for any other loss."
+    f, kw = (loss.func, loss.keywords) if isinstance(loss, functools.partial) else (loss, {})
+    if loss is _cross_entropy: return 'class', "'cross_entropy'", None
+    if isinstance(loss, (nn.CrossEntropyLoss, nn.NLLLoss)): return 'class', type(loss).__name__, loss.ignore_index
+    if f is F.cross_entropy or f is F.nll_loss: return 'class', f"F.{f.__name__}", kw.get('ignore_index', -100)
+    if loss is _mse: return 'regression', "'mse'", None
+    if isinstance(loss, _REGRESSION): return 'regression', type(loss).__name__, None
+    if any(f is g for g in _REGRESSION_F): return 'regression', f"F.{f.__name__}", None
+    return None
+
+def _bad_labels(y, C, ignore, ignore_ok):
+    "Mask of the class labels in y that are outside [0, C); a label equal to `ignore` is fine only if `ignore_ok` (the reduction leaves it out), and is bad otherwise, even inside [0, C)."
+    bad = (y < 0) | (y >= C)
+    if ignore is not None: bad = (bad & (y != ignore)) if ignore_ok else (bad | (y == ignore))
+    return bad
 
 def _class_loss(loss):
     "For torch's cross-entropy / NLL (module, `F` function or a `functools.partial` of one): (the same loss with reduction='sum', class weights, ignore_index); else None."
@@ -122,23 +143,67 @@ def _dataset_batches(ds, b):
 def _is_tensor(x, name):
     if not isinstance(x, torch.Tensor): raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
 
-_STATEFUL = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
+_STATEFUL = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.modules.dropout._DropoutNd,
+             nn.RReLU, nn.RNNBase, nn.MultiheadAttention)
+
+def _why_stateful(m: nn.Module):
+    "None if the submodule `m` computes a function of (w, x) in its current mode; else (what it does, whether `eval()` fixes it)."
+    if isinstance(m, nn.modules.batchnorm._BatchNorm) and (not m.track_running_stats or m.running_mean is None):
+        return ("normalises every chunk with that chunk's own batch statistics, in eval mode too (it has no running "
+                "statistics: track_running_stats=False), so a row's value depends on which rows share its chunk"), False
+    if not m.training: return None
+    if isinstance(m, nn.modules.batchnorm._BatchNorm): return "uses the statistics of each batch and updates its running statistics", True
+    if isinstance(m, nn.modules.instancenorm._InstanceNorm) and m.track_running_stats: return "updates its running statistics on every call", True
+    if isinstance(m, nn.modules.dropout._DropoutNd): return f"draws a random dropout mask (p={m.p})", True
+    if isinstance(m, nn.RReLU): return "draws random negative slopes", True
+    if isinstance(m, nn.RNNBase) and m.dropout > 0 and m.num_layers > 1: return f"applies dropout={m.dropout} between its layers", True
+    if isinstance(m, nn.MultiheadAttention) and m.dropout > 0: return f"applies attention dropout={m.dropout}", True
+    return None
 
 def _stateful_modules(model: nn.Module):
-    "The submodules whose output depends on train/eval mode (BatchNorm, dropout, InstanceNorm with running stats)."
-    return [(k, m) for k, m in model.named_modules()
-            if isinstance(m, _STATEFUL) or (isinstance(m, nn.modules.instancenorm._InstanceNorm) and m.track_running_stats)]
+    "The submodules whose output may depend on more than (w, x), by mode or configuration: BatchNorm, InstanceNorm, dropout, RReLU, RNNs (dropout between layers), multi-head attention (attention dropout)."
+    return [(k, m) for k, m in model.named_modules() if isinstance(m, _STATEFUL)]
 
 def check_eval_mode(model: nn.Module, # the network
                     modules=None, # precomputed `_stateful_modules(model)` (optional)
                    ):
-    "Raise `ValueError` (saying to call `model.eval()`) if a BatchNorm/dropout submodule is in train mode."
+    "Raise `ValueError` naming the submodule if one makes the output depend on more than (w, x): BatchNorm, dropout, RReLU, RNN dropout or attention dropout in train mode (saying to call `model.eval()`), or BatchNorm without running statistics (in any mode)."
     for name, m in (_stateful_modules(model) if modules is None else modules):
-        if m.training:
+        r = _why_stateful(m)
+        if r is None: continue
+        why, by_eval = r
+        if by_eval:
             raise ValueError(
-                f"model: submodule {name or '<root>'!r} ({type(m).__name__}) is in train mode, where it uses batch "
-                f"statistics or random masks, so the risk is not a function of (w, X); call model.eval() before "
-                f"building or using a Risk (setsens does not switch modes silently)")
+                f"model: submodule {name or '<root>'!r} ({type(m).__name__}) is in train mode, where it {why}, so the "
+                f"risk is not a function of (w, X); call model.eval() (or .eval() on that submodule) before building "
+                f"or using a Risk (setsens does not switch modes silently)")
+        raise ValueError(
+            f"model: submodule {name or '<root>'!r} ({type(m).__name__}) {why}, so the risk is not a function of "
+            f"(w, X); build it with track_running_stats=True and running statistics from training, or use a "
+            f"per-example normalisation (nn.GroupNorm, nn.LayerNorm)")
+
+def _suspects(model: nn.Module, k=3) -> str:
+    "Up to k submodules that may draw random numbers or keep state in forward, most likely first: modules defined outside torch (custom forward) in train mode, custom modules in eval mode, then torch modules in train mode."
+    mods = list(model.named_modules())
+    custom = lambda m: not type(m).__module__.startswith('torch.')
+    ranked = ([(n, m) for n, m in mods if custom(m) and m.training] + [(n, m) for n, m in mods if custom(m) and not m.training]
+              + [(n, m) for n, m in mods if not custom(m) and m.training and not list(m.children())])
+    return ', '.join(f"{n or '<root>'!r} ({type(m).__name__}, {'train' if m.training else 'eval'} mode)" for n, m in ranked[:k]) or 'none found'
+
+_ONCE = once_differentiable(lambda ctx, *g: g).__code__   # the code of every @once_differentiable backward
+
+def _once_differentiable(t: torch.Tensor) -> list:
+    "Names of the custom autograd.Functions in the graph of `t` whose backward is marked @once_differentiable."
+    seen, stack, found = set(), [t.grad_fn], []
+    while stack:
+        n = stack.pop()
+        if n is None or n in seen: continue
+        seen.add(n)
+        cls = getattr(n, '_forward_cls', None)
+        if cls is not None and getattr(getattr(cls, 'backward', None), '__code__', None) is _ONCE and cls.__name__ not in found:
+            found.append(cls.__name__)
+        stack.extend(f for f, _ in n.next_functions)
+    return found
 
 # %% ../nbs/01_risk.ipynb #01032a1d
 class Risk:
@@ -167,8 +232,12 @@ class Risk:
         names = self._select(named, params)
         self._set_params({k: named[k] for k in names}, 'model')
         chosen = set(names)
-        self._frozen = {k: v.detach() for k, v in named.items() if k not in chosen}
-        self._frozen.update({k: b.detach() for k, b in model.named_buffers()})
+        # the frozen parameters and the buffers are copies: the user's model is never changed through the risk, and
+        # a forward that changes a buffer in place is seen (its version counter moves) and refused
+        self._frozen = {k: v.detach().clone() for k, v in named.items() if k not in chosen}
+        self._frozen.update({k: b.detach().clone() for k, b in model.named_buffers()})
+        self._bufver = {k: self._frozen[k]._version for k, _ in model.named_buffers()}
+        self._rule, self._ystats = _target_rule(self._loss), []
         self._src, self._spec, self._N = None, None, None
         if isinstance(X, torch.Tensor) or Y is not None:
             if isinstance(X, (DataLoader, Dataset)):
@@ -206,6 +275,7 @@ class Risk:
             raise TypeError(f"params: expected a non-empty dict name -> tensor, got {type(params).__name__}")
         self = cls.__new__(cls)
         self.model, self._fn, self._stateful, self._loss, self._frozen = None, fn, [], None, {}
+        self._bufver, self._rule, self._ystats = {}, None, []
         self._src, self._spec, self._N, self._kind, self.reduction, self._sum_loss = None, None, None, 'fn', None, None
         for k, v in params.items(): check_tensor(v, f"params[{k!r}]")
         self._set_params(params, 'params')
@@ -246,6 +316,8 @@ class Risk:
 
     def _set_data(self, X, Y, need_y):
         _is_tensor(X, 'X')
+        if X.is_complex(): raise TypeError(f"X: complex inputs ({X.dtype}) are not supported: the risk and its derivatives are real")
+        if X.requires_grad: X = X.detach()   # never part of a graph: products would keep it alive (and grow it)
         check_same(X, self._w, 'X, parameters')
         check_tensor(X, 'X')
         if X.ndim < 1: raise ValueError(f"X: expected a tensor with a leading data axis (n, ...), got a 0-d tensor")
@@ -255,7 +327,11 @@ class Risk:
             if Y.ndim < 1 or Y.shape[0] != X.shape[0]:
                 raise ValueError(f"X, Y: expected the same number of rows, got X {tuple(X.shape)} and Y {tuple(Y.shape)}")
             check_same(Y, X, 'Y, X', dtype=False)
+            if Y.is_complex():
+                raise TypeError(f"Y: complex targets ({Y.dtype}) are not supported: the loss, and so the risk, would be "
+                                f"complex; pass real targets")
             check_tensor(Y, 'Y', floating=False)
+            if Y.requires_grad: Y = Y.detach()
         self._X, self._Y = X, Y
 
     @staticmethod
@@ -305,10 +381,18 @@ class Risk:
             if i == 0:
                 check_same(Xb, self._w, 'data (its inputs), parameters', device=False)
                 check_tensor(Xb, 'data (its inputs)')
+            if i == 0 and (Xb.is_complex() or Yb.is_complex()):
+                raise TypeError(f"data: complex {'inputs' if Xb.is_complex() else 'targets'} ({(Xb if Xb.is_complex() else Yb).dtype}) "
+                                f"are not supported: the risk and its derivatives are real")
             if not bool(torch.isfinite(Xb).all()): raise ValueError(f"data: the inputs of batch {i} contain NaN or Inf")
             if Yb.is_floating_point() and not bool(torch.isfinite(Yb).all()):
                 raise ValueError(f"data: the targets of batch {i} contain NaN or Inf")
             if self._sum_loss is not None and not Yb.is_floating_point(): N += _target_count(Yb, self._cw, self._ci)
+            if self._rule is not None and self._rule[0] == 'class' and not Yb.is_floating_point():
+                ign = self._rule[2]   # the smallest and largest label that is not ignore_index, and whether it occurs
+                keep = Yb if ign is None else Yb[Yb != ign]
+                self._ystats.append((i, int(keep.min()) if keep.numel() else 0, int(keep.max()) if keep.numel() else 0,
+                                     keep.numel() < Yb.numel()))
             n += Xb.shape[0]
         if n == 0: raise ValueError(f"data: has no batches (no rows)")
         self._n, self._N = n, N
@@ -322,7 +406,7 @@ class Risk:
             if off + b > self._n:
                 raise ValueError(f"data: has more than the {self._n} rows counted on the first pass; the data set "
                                  f"changed between passes (a Risk needs the same rows, in the same order, on every pass)")
-            yield slice(off, off + b), Xb.to(self.device), Yb.to(self.device)
+            yield slice(off, off + b), Xb.detach().to(self.device), Yb.detach().to(self.device)
             off += b
         if off != self._n:
             raise ValueError(f"data: has {off} rows on this pass but {self._n} on the first; the data set changed "
@@ -434,7 +518,7 @@ class Risk:
             if X.shape != self.X.shape: raise ValueError(f"X: expected shape {tuple(self.X.shape)} (as risk.X), got {tuple(X.shape)}")
             check_same(X, self.X, 'X, risk.X')
             check_tensor(X, 'X')
-            r._X = X
+            r._X = X.detach() if X.requires_grad else X
         return r
 
     # -- the scalar function and its chunks ---------------------------------------------------------
@@ -472,24 +556,144 @@ class Risk:
                              f"loss of the batch), got {shape}")
         return l*b if k == 'mean' else l
 
-    @torch.no_grad()
     def _probe(self):
-        "One forward pass and loss on the first rows: name X (or data) when the model cannot take it, settle an unstated loss's reduction, and refuse a NaN/Inf loss."
-        if self._src is None: Xp, Yp, xn, yn = self._X[:2], self._Y[:2], 'X', 'Y'
+        "Checks on the first rows at construction, each error naming what to fix: the model takes X and returns a real tensor (2 rows); the targets fit the loss (every row); the loss is finite (2 rows); the model is a function of (w, x) (up to 4 rows): no buffer changed in place, and the same rows evaluated twice, or in two chunks, agree; the loss is twice differentiable."
+        if self._src is None: Xq, Yq, xn, yn = self._X[:4], self._Y[:4], 'X', 'Y'
         else:
             _, Xb, Yb = next(self._stream())
-            Xp, Yp, xn, yn = Xb[:2], Yb[:2], "data's first batch X", 'y'
-        try: out = functional_call(self.model, (self._unflat(self._w), self._frozen), (Xp,))
-        except (RuntimeError, IndexError) as e:
-            raise ValueError(f"{'X' if self._src is None else 'data'}: the model cannot take inputs shaped "
-                             f"{tuple(self._xshape)} (rows of shape {tuple(self._xshape[1:])}): a forward pass on "
-                             f"{xn}[:{len(Xp)}] failed with {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
-        if isinstance(out, torch.Tensor) and out.is_floating_point() and bool(torch.isnan(out).any()):
-            raise ValueError(f"model: the output on {xn}[:{len(Xp)}] contains NaN although {'X' if self._src is None else 'the inputs'} and the parameters are finite")
-        l = self._loss_sum(out, Yp, Xp.shape[0])
-        if not bool(torch.isfinite(l)):
-            raise ValueError(f"loss: evaluates to {float(l)} (NaN or Inf) on {xn}[:{len(Xp)}], {yn}[:{len(Xp)}], so the risk "
-                             f"and its derivatives would be NaN/Inf (a log or division outside its domain?)")
+            Xq, Yq, xn, yn = Xb[:4], Yb[:4], "data's first batch X", 'y'
+        Xp, Yp = Xq[:2], Yq[:2]
+        m = len(Xp)
+        f = lambda X_: functional_call(self.model, (self._unflat(self._w), self._frozen), (X_,))
+        with torch.no_grad():
+            try: out = f(Xp)
+            except (RuntimeError, IndexError) as e:
+                raise ValueError(f"{'X' if self._src is None else 'data'}: the model cannot take inputs shaped "
+                                 f"{tuple(self._xshape)} (rows of shape {tuple(self._xshape[1:])}): a forward pass on "
+                                 f"{xn}[:{m}] failed with {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+            self._check_output(out)
+            if bool(torch.isnan(out).any()):
+                raise ValueError(f"model: the output on {xn}[:{m}] contains NaN although {'X' if self._src is None else 'the inputs'} and the parameters are finite")
+            self._check_buffers()
+            self._check_targets(out)
+            l = self._loss_sum(out, Yp, m)
+            if not bool(torch.isfinite(l)):
+                raise ValueError(f"loss: evaluates to {float(l)} (NaN or Inf) on {xn}[:{m}], {yn}[:{m}], so the risk "
+                                 f"and its derivatives would be NaN/Inf (a log or division outside its domain?)")
+            self._check_function(f, out, Xq, Yq, xn)
+        self._check_twice_differentiable(Xq, Yq)
+
+    def _check_output(self, out):
+        "The model's output must be one real floating tensor (the loss takes it as it is)."
+        if not isinstance(out, torch.Tensor):
+            how = ("out['logits']" if isinstance(out, dict) else "out[0]" if isinstance(out, (tuple, list)) else
+                   "the tensor the loss takes")
+            raise TypeError(f"model: returns a {type(out).__name__}, not a tensor; Risk passes the model's output to the "
+                            f"loss as one tensor, so wrap the model in a module whose forward returns it, e.g. "
+                            f"class Head(nn.Module): __init__ stores self.net = model; forward(self, x): out = self.net(x); "
+                            f"return {how}")
+        if out.is_complex(): raise TypeError(f"model: returns complex output ({out.dtype}); the risk must be real")
+        if not out.is_floating_point(): raise TypeError(f"model: returns {out.dtype} output; expected a floating tensor")
+
+    def _check_buffers(self):
+        "Refuse a forward that changed one of the (copied) buffers in place."
+        fr = self._frozen
+        for k, v in self._bufver.items():
+            if fr[k]._version != v:
+                raise ValueError(f"model: its forward changes the buffer {k!r} in place, so each evaluation sees another "
+                                 f"model and the risk is not a function of (w, X); Risk evaluates on its own copy of the "
+                                 f"buffers (yours are untouched) and refuses such a model: update buffers only in train mode "
+                                 f"(`if self.training:`) and call model.eval()")
+
+    def _check_targets(self, out):
+        "Targets that fit the loss, all rows: class labels in [0, C) (C from the model output), ignore_index only where the reduction leaves it out (mean, sum); real floating targets for regression losses."
+        if self._rule is None: return
+        kind, name, ign = self._rule
+        yd, src = self._ydtype, self._src is not None
+        if kind == 'regression':
+            if not yd.is_floating_point:
+                raise TypeError(f"{'data' if src else 'Y'}: {name} is a regression loss and needs real floating targets, "
+                                f"got {yd} (class labels go with 'cross_entropy' / nn.CrossEntropyLoss; numbers: Y.to(X.dtype))")
+            return
+        if yd.is_floating_point or out.ndim < 2: return   # class probabilities (soft labels): the loss checks their shape
+        C, ok = out.shape[1], self._kind in ('count', 'sum')
+        if not src:
+            bad = _bad_labels(self._Y, C, ign, ok)
+            if not bool(bad.any()): return
+            j = int(bad.reshape(-1).to(torch.uint8).argmax())
+            r = j//max(bad[0].numel(), 1)
+            where, lab = f"Y: row {r}", int(self._Y.reshape(-1)[j])
+        else:
+            hit = [i for i, lo, hi, has in self._ystats if lo < 0 or hi >= C or (has and not ok)]
+            if not hit: return
+            off = 0
+            for i, (_, Yb) in enumerate(self._raw_batches()):
+                if i == hit[0]:
+                    bad = _bad_labels(Yb, C, ign, ok)
+                    j = int(bad.reshape(-1).to(torch.uint8).argmax())
+                    r = j//max(bad[0].numel(), 1)
+                    where, lab = f"data: row {off + r} (batch {i}, row {r})", int(Yb.reshape(-1)[j])
+                    break
+                off += Yb.shape[0]
+        msg = f"{where} has the class label {lab}, outside [0, {C}) for the model's {C} outputs"
+        if ign is not None and lab == ign:
+            msg = (f"{where} has the label {lab}, {name}'s ignore_index, but with reduction={self.reduction!r} an ignored "
+                   f"row gets loss 0 and still counts in the mean's n; use reduction='mean' (torch's mean leaves ignored "
+                   f"rows out) or 'sum', or drop the row")
+        elif lab < 0 and ign is None:
+            msg += (f"; {name} has no ignore_index (the row would count in n with loss 0): drop the row, or use "
+                    f"nn.CrossEntropyLoss(ignore_index={lab}), whose mean leaves it out")
+        elif ign is not None:
+            msg += f" (and not {name}'s ignore_index={ign})"
+        raise ValueError(msg)
+
+    def _check_function(self, f, out2, Xp, Yp, xn):
+        "The output (and loss) on the probe rows Xp (up to 4) is a function of (w, x): evaluated again, and in two chunks, it agrees to rounding (4096 ulps of its largest entry: float32 reordering passes, random masks or batch statistics do not). `out2` is the output on Xp[:2], reused as the first chunk."
+        m, tol = Xp.shape[0], min(4096*torch.finfo(out2.dtype).eps, 0.05)
+        out = f(Xp)
+        self._check_buffers()
+        scale = float(out.abs().max()) if out.numel() else 0.
+        def differs(a, b, s): return bool((a - b).abs().max() > tol*s) if a.numel() else False
+        again = f(Xp)
+        self._check_buffers()
+        fix = (f"likely culprits: {_suspects(self.model)}; call model.eval() (or .eval() on that submodule) if it is in "
+               f"train mode; a forward that draws random numbers or uses batch statistics whatever the mode (e.g. "
+               f"F.dropout(x, training=True), torch.rand, F.batch_norm(..., training=True)) must be made deterministic")
+        if differs(again, out, scale):
+            raise ValueError(f"model: evaluated twice on the same rows {xn}[:{m}] it gives different outputs (max "
+                             f"difference {float((again - out).abs().max()):.3g}, largest output {scale:.3g}), so the "
+                             f"risk is not a function of (w, X): the model draws random numbers or keeps state; {fix}")
+        if m < 2: return
+        h = 2 if m > 2 else 1
+        try: split = torch.cat([out2 if h == 2 else f(Xp[:h]), f(Xp[h:])])
+        except (RuntimeError, ValueError) as e:
+            raise ValueError(f"model: a forward pass on {xn}[:{h}] and on {xn}[{h}:{m}] failed ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}) where one on {xn}[:{m}] did not: the output of a "
+                             f"row depends on the other rows evaluated with it; {fix}") from e
+        if differs(split, out, scale):
+            raise ValueError(f"model: {xn}[:{m}] evaluated in two chunks ({h} + {m - h} rows) gives other outputs than "
+                             f"in one (max difference {float((split - out).abs().max()):.3g}, largest output {scale:.3g}), "
+                             f"so a row's value depends on the rows that share its chunk (batch statistics) or on "
+                             f"randomness, and the risk is not a function of (w, X); {fix}")
+        l, l2 = self._loss_sum(out, Yp, m), self._loss_sum(out, Yp, m)
+        la, lb = self._loss_sum(out[:h], Yp[:h], h), self._loss_sum(out[h:], Yp[h:], m - h)
+        if abs(float(l2 - l)) > tol*abs(float(l)) or abs(float(la + lb - l)) > tol*(abs(float(la)) + abs(float(lb))):
+            raise ValueError(f"loss: on the same model output for {xn}[:{m}] it gives {float(l):.6g}, again "
+                             f"{float(l2):.6g}, and in two chunks {float(la + lb):.6g}: it is random or couples the rows "
+                             f"of a chunk (e.g. normalises by a batch statistic), so the chunked risk would not be what "
+                             f"the loss computes on all rows; give a per-example loss, or one whose mean/sum over rows "
+                             f"is exact")
+
+    def _check_twice_differentiable(self, Xp, Yp):
+        "Refuse a loss whose graph on the probe rows passes through a custom autograd.Function with a @once_differentiable backward: torch.func would return H V = 0 without an error."
+        with torch.enable_grad():
+            w = self._w.detach().requires_grad_()
+            once = _once_differentiable(self._fsum(w, Xp, Yp))
+        if once:
+            raise ValueError(f"model: the loss is not twice differentiable: its graph passes through the custom "
+                             f"autograd.Function {', '.join(once)}, whose backward is marked @once_differentiable, so "
+                             f"Hessian-vector products and J dX would be silently 0; write its backward in differentiable "
+                             f"torch operations without @once_differentiable (or give the Function a double backward)")
 
     def _slices(self, n=None):
         n = self.n if n is None else n
@@ -502,7 +706,54 @@ class Risk:
         for s in self._slices(X.shape[0]): yield s, X[s], (None if Y is None else Y[s])
 
     def _state(self):
-        check_eval_mode(self.model, self._stateful) if self.model is not None else None
+        if self.model is not None: check_eval_mode(self.model, self._stateful); self._check_buffers()
+
+    def _finite(self, out, vals, what):
+        "One check (one device sync) per call: the result `out` and every chunk's loss value in `vals` are finite; else find and name the first bad row."
+        ok = torch.isfinite(out).all()
+        if len(vals): ok = ok & torch.isfinite(torch.stack([v.detach() for v in vals])).all()
+        if not bool(ok): self._bad_row(what)
+        return out
+
+    def _bad_row(self, what):
+        "Called only when `what` came out NaN/Inf: find the first row whose loss, then whose gradient, is NaN/Inf, and raise naming it."
+        if self._fn is not None:
+            raise ValueError(f"fn: {what} is NaN or Inf at the stored (w, X): fn(params, X, Y) or its derivatives are "
+                             f"not finite there (a log or division outside its domain?)")
+        w = self._w
+        stages = (('loss', lambda Xc, Yc: self._fsum(w, Xc, Yc)), ('gradient', lambda Xc, Yc: fgrad(self._fsum)(w, Xc, Yc)))
+        for stage, f in stages:
+            with torch.set_grad_enabled(stage == 'gradient'):
+                for bi, (s, Xc, Yc) in enumerate(self._chunks()):
+                    if bool(torch.isfinite(f(Xc, Yc)).all()): continue
+                    for i in range(Xc.shape[0]):
+                        v = f(Xc[i:i + 1], Yc[i:i + 1])
+                        if bool(torch.isfinite(v).all()): continue
+                        r = s.start + i
+                        row = (f"row {r} (X[{r}], Y[{r}])" if self._src is None else
+                               f"row {r} of data (batch {bi}, row {i})")
+                        if stage == 'loss':
+                            raise ValueError(f"loss: is {float(v)} on {row}, so {what} would be NaN/Inf: the risk is "
+                                             f"not defined at (w, X); fix or drop that row (a log or division outside "
+                                             f"its domain, an invalid target?)")
+                        raise ValueError(f"loss: its gradient is NaN/Inf on {row} (the loss there is finite: "
+                                         f"{float(self._fsum(w, Xc[i:i + 1], Yc[i:i + 1])):.6g}), so {what} would be "
+                                         f"NaN/Inf; the loss is not differentiable there (sqrt or a norm at 0?): fix or "
+                                         f"drop that row")
+                    raise ValueError(f"loss: the {stage} of rows {s.start}..{s.stop - 1} together is NaN/Inf although "
+                                     f"each row alone is finite (overflow?), so {what} would be NaN/Inf; use float64 "
+                                     f"or a smaller batch_size")
+        raise ValueError(f"{what}: came out NaN or Inf although the loss and its gradient are finite on every row "
+                         f"(overflow in second derivatives, or a right-hand side too large?); rescale it or use float64")
+
+    def _cols_aux(self, f1, V, batched, in_dim=0, out_dim=0):
+        "As `_cols`, for an `f1` that returns (product, the chunk's loss value): returns (the products, the value)."
+        if not batched: return f1(V)
+        if self.vectorize:
+            out, val = vmap(f1, in_dims=in_dim, out_dims=(out_dim, 0))(V)
+            return out, val[0]
+        res = [f1(v) for v in V.unbind(in_dim)]
+        return torch.stack([r[0] for r in res], out_dim), res[0][1]
 
     def _cols(self, f1, V, batched, in_dim=0, out_dim=0):
         "Apply the one-column product `f1` to V, or to each of its columns along `in_dim` (vmap or a loop)."
@@ -535,19 +786,24 @@ class Risk:
 def value(self: Risk) -> torch.Tensor:
     "R(w, X), a 0-d tensor."
     self._state()
-    return sum(self._fsum(self._w, Xc, Yc) for _, Xc, Yc in self._chunks())*self._scale
+    return self._finite(sum(self._fsum(self._w, Xc, Yc) for _, Xc, Yc in self._chunks())*self._scale, (), 'value()')
 
 @patch
 def grad(self: Risk) -> torch.Tensor:
     "∇_w R(w, X), shape (p,)."
     self._state()
-    return sum(fgrad(self._fsum)(self._w, Xc, Yc) for _, Xc, Yc in self._chunks())*self._scale
+    g, vals, gv = 0, [], grad_and_value(self._fsum)
+    for _, Xc, Yc in self._chunks():
+        gc, vc = gv(self._w, Xc, Yc)
+        g = g + gc; vals.append(vc)
+    return self._finite(g*self._scale, vals, 'grad()')
 
 @patch
 def grad_x(self: Risk) -> torch.Tensor:
     "Per-example input gradients ∇_x l(f(x_i; w), y_i), shaped like X: the rows of n·∇_X R (also for reduced losses and `from_function`)."
     self._state()
-    g = torch.cat([fgrad(self._fsum, argnums=1)(self._w, Xc, Yc) for _, Xc, Yc in self._chunks()])
+    gv = [grad_and_value(self._fsum, argnums=1)(self._w, Xc, Yc) for _, Xc, Yc in self._chunks()]
+    g = self._finite(torch.cat([c[0] for c in gv]), [c[1] for c in gv], 'grad_x()')
     if self._kind in ('none', 'mean'): return g   # chunk contributions are already Σ_i l_i
     return g*self.n if self._kind == 'fn' else g*(self._scale*self.n)
 
@@ -571,16 +827,16 @@ def _tr(out, batched):
     return out.movedim(0, -1) if batched else out
 
 def _hvp_chunk(self: Risk, w, V, Xc, Yc, key):
-    g = lambda w_: fgrad(self._fsum)(w_, Xc, Yc)
+    "(H_c V, the chunk's loss value) for one chunk (the value comes with the gradient at no extra cost)."
+    g = lambda w_: grad_and_value(self._fsum)(w_, Xc, Yc)
     if self.hvp_mode == 'fwd_rev':
-        f1 = lambda v: jvp(g, (w,), (v,))[1]
-    else:
-        fn = self._cache.get(key) if self.hvp_mode == 'rev_rev_cached' else None
-        if fn is None:
-            fn = vjp(g, w)[1]
-            if self.hvp_mode == 'rev_rev_cached': self._cache[key] = fn
-        f1 = lambda v: fn(v)[0]
-    return _fwd_ad(self._cols, f1, V, V.ndim == 2) if self.hvp_mode == 'fwd_rev' else self._cols(f1, V, V.ndim == 2)
+        return _fwd_ad(self._cols_aux, lambda v: jvp(g, (w,), (v,), has_aux=True)[1:], V, V.ndim == 2)
+    hit = self._cache.get(key) if self.hvp_mode == 'rev_rev_cached' else None
+    if hit is None:
+        hit = vjp(g, w, has_aux=True)[1:]
+        if self.hvp_mode == 'rev_rev_cached': self._cache[key] = hit
+    fn, val = hit
+    return self._cols(lambda v: fn(v)[0], V, V.ndim == 2), val
 
 @patch
 def hvp(self: Risk, V: torch.Tensor, # (p,) or (p, k)
@@ -588,18 +844,26 @@ def hvp(self: Risk, V: torch.Tensor, # (p,) or (p, k)
     "H V with H = ∇²_w R(w, X); V (p,) -> (p,), V (p, k) -> (p, k). Never forms H."
     self._state()
     Vt = self._rhs(V, 'V')
-    out = sum(_hvp_chunk(self, self._w, Vt, Xc, Yc, (s.start, s.stop)) for s, Xc, Yc in self._chunks())
-    return _tr(out*self._scale, V.ndim == 2)
+    out, vals = 0, []
+    for s, Xc, Yc in self._chunks():
+        o, v = _hvp_chunk(self, self._w, Vt, Xc, Yc, (s.start, s.stop))
+        out = out + o; vals.append(v)
+    return _tr(self._finite(out*self._scale, vals, 'hvp(V)'), V.ndim == 2)
 
 # %% ../nbs/01_risk.ipynb #8c3391f6
 def _jx_chunk(self: Risk, w, dXc, Xc, Yc, batched):
+    "(J_c dX_c, the chunk's loss value) for one chunk."
     if self.hvp_mode == 'fwd_rev':
-        g = lambda X_: fgrad(self._fsum)(w, X_, Yc)
-        f1 = lambda d: jvp(g, (Xc,), (d,))[1]
-    else:
-        fn = vjp(lambda w_: fgrad(self._fsum, argnums=1)(w_, Xc, Yc), w)[1]
-        f1 = lambda d: fn(d)[0]
-    return _fwd_ad(self._cols, f1, dXc, batched, -1, 0) if self.hvp_mode == 'fwd_rev' else self._cols(f1, dXc, batched, -1, 0)
+        g = lambda X_: grad_and_value(self._fsum)(w, X_, Yc)
+        return _fwd_ad(self._cols_aux, lambda d: jvp(g, (Xc,), (d,), has_aux=True)[1:], dXc, batched, -1, 0)
+    _, fn, val = vjp(lambda w_: grad_and_value(self._fsum, argnums=1)(w_, Xc, Yc), w, has_aux=True)
+    return self._cols(lambda d: fn(d)[0], dXc, batched, -1, 0), val
+
+def _sum_parts(parts):
+    "Σ of the products of (product, value) pairs, in order, and the values."
+    out, vals = 0, []
+    for o, v in parts: out = out + o; vals.append(v)
+    return out, vals
 
 @patch
 def jx(self: Risk, dX: torch.Tensor, # shaped like X, or X.shape + (k,)
@@ -612,7 +876,8 @@ def jx(self: Risk, dX: torch.Tensor, # shaped like X, or X.shape + (k,)
                  if bool(dX[s].ne(0).any())]
         if not parts:
             return torch.zeros((self.p, dX.shape[-1]) if batched else (self.p,), dtype=self.dtype, device=self.device)
-        return _tr(sum(parts)*self._scale, batched)
+        out, vals = _sum_parts(parts)
+        return _tr(self._finite(out*self._scale, vals, 'jx(dX)'), batched)
     X, Y = self._X, self._Y
     if self._fn is None:   # only perturbed rows contribute (no coupling between examples)
         nz = dX.reshape(self.n, -1).ne(0).any(1)
@@ -621,17 +886,16 @@ def jx(self: Risk, dX: torch.Tensor, # shaped like X, or X.shape + (k,)
             if idx.numel() == 0:
                 return torch.zeros((self.p, dX.shape[-1]) if batched else (self.p,), dtype=self.dtype, device=self.device)
             X, Y, dX = X[idx], Y[idx], dX[idx]
-    out = sum(_jx_chunk(self, self._w, dX[s], Xc, Yc, batched) for s, Xc, Yc in self._chunks(X, Y))
-    return _tr(out*self._scale, batched)
+    out, vals = _sum_parts(_jx_chunk(self, self._w, dX[s], Xc, Yc, batched) for s, Xc, Yc in self._chunks(X, Y))
+    return _tr(self._finite(out*self._scale, vals, 'jx(dX)'), batched)
 
 def _jxT_chunk(self: Risk, w, U, Xc, Yc, batched):
+    "(J_cᵀ U for the chunk's rows, the chunk's loss value)."
     if self.hvp_mode == 'fwd_rev':
-        h = lambda w_: fgrad(self._fsum, argnums=1)(w_, Xc, Yc)
-        f1 = lambda u: jvp(h, (w,), (u,))[1]
-    else:
-        fn = vjp(lambda X_: fgrad(self._fsum)(w, X_, Yc), Xc)[1]
-        f1 = lambda u: fn(u)[0]
-    return _fwd_ad(self._cols, f1, U, batched, 0, -1) if self.hvp_mode == 'fwd_rev' else self._cols(f1, U, batched, 0, -1)
+        h = lambda w_: grad_and_value(self._fsum, argnums=1)(w_, Xc, Yc)
+        return _fwd_ad(self._cols_aux, lambda u: jvp(h, (w,), (u,), has_aux=True)[1:], U, batched, 0, -1)
+    _, fn, val = vjp(lambda X_: grad_and_value(self._fsum)(w, X_, Yc), Xc, has_aux=True)
+    return self._cols(lambda u: fn(u)[0], U, batched, 0, -1), val
 
 @patch
 def jxT(self: Risk, U: torch.Tensor, # (p,) or (p, k)
@@ -639,5 +903,5 @@ def jxT(self: Risk, U: torch.Tensor, # (p,) or (p, k)
     "Jᵀ U, the adjoint of `jx`: shaped like X, or X.shape + (k,) for U (p, k). Never forms J."
     self._state()
     Ut = self._rhs(U, 'U')
-    out = torch.cat([_jxT_chunk(self, self._w, Ut, Xc, Yc, U.ndim == 2) for _, Xc, Yc in self._chunks()])
-    return out*self._scale
+    parts = [_jxT_chunk(self, self._w, Ut, Xc, Yc, U.ndim == 2) for _, Xc, Yc in self._chunks()]
+    return self._finite(torch.cat([o for o, _ in parts])*self._scale, [v for _, v in parts], 'jxT(U)')

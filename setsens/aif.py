@@ -455,10 +455,18 @@ def _check_damping(damping):
         raise ValueError(f"damping: expected None, a number >= 0 or 'auto', got {damping!r}")
     return check_positive(damping, 'damping', strict=False)
 
+def _as_risk_error(call, what: str):
+    "Run a risk product; a NaN/Inf it reports (or returns) becomes `risk: <what>`, with the risk's own finding appended."
+    try: out = call()
+    except ValueError as e:
+        if 'NaN' not in str(e) and 'nan' not in str(e): raise
+        raise ValueError(f"risk: {what} ({e})") from e
+    if not bool(torch.isfinite(out).all()): raise ValueError(f"risk: {what}")
+    return out
+
 def _dense_hessian(risk) -> torch.Tensor:
     "H = ∇²_w R as a dense (p, p) matrix from p Hessian-vector products (small models only)."
-    H = risk.hvp(torch.eye(risk.p, dtype=risk.dtype, device=risk.device))
-    if not bool(torch.isfinite(H).all()): raise ValueError(f"risk: {_H_BAD}")
+    H = _as_risk_error(lambda: risk.hvp(torch.eye(risk.p, dtype=risk.dtype, device=risk.device)), _H_BAD)
     return (H + H.T) / 2
 
 _RHS_BAD = ("the right-hand side J·ΔX (the mixed derivative ∇_θ∇_x l applied to the attack ΔX = scale·φ) contains NaN "
@@ -467,9 +475,7 @@ _H_BAD = "the Hessian ∇²_θ R contains NaN or Inf (is the loss twice differen
 
 def _rhs(risk, dX):
     "−J ΔX, checked: NaN/Inf is reported as the user's risk (or scale), never as a solver's internal argument."
-    B = -risk.jx(dX)
-    if not bool(torch.isfinite(B).all()): raise ValueError(f"risk: {_RHS_BAD}")
-    return B
+    return -_as_risk_error(lambda: risk.jx(dX), _RHS_BAD)
 
 def _minnorm_solve(H: torch.Tensor, B: torch.Tensor):
     "The minimum-norm least-squares solution of H x = B for symmetric H (eigendecomposition); and (eig_min, eig_max, rank)."
@@ -486,9 +492,11 @@ def _solve_shift(risk, dX, damping: float, rtol: float, maxiter, x0=None):
     r = _Damped(risk, damping) if damping else risk
     try: return solution_shift(r, dX, solver="minres", x0=x0, weighting="mean", rtol=rtol, maxiter=maxiter, check=False)
     except ValueError as e:     # MINRES names its own arguments (b = −J ΔX, A = the Hessian product): say what they are
-        if str(e).startswith('b: contains NaN'): raise ValueError(f"risk: {_RHS_BAD}") from e
-        if str(e).startswith('A: returned NaN'): raise ValueError("risk: the Hessian-vector product H·v returned NaN or Inf (is the loss twice "
-                                                                   "differentiable at θ̂?)") from e
+        if str(e).startswith('b: contains NaN') or str(e).startswith('jx(dX)') and 'NaN' in str(e):
+            raise ValueError(f"risk: {_RHS_BAD} ({e})") from e
+        if str(e).startswith('A: returned NaN') or 'hvp(V)' in str(e) and 'NaN' in str(e):
+            raise ValueError("risk: the Hessian-vector product H·v returned NaN or Inf (is the loss twice "
+                             f"differentiable at θ̂?) ({e})") from e
         raise
 
 # %% ../nbs/10_aif.ipynb #8fa791e8
@@ -507,10 +515,7 @@ class AIFInfo:
 
 def _grad_x(risk):
     "∇_x l_i of every example, checked finite (a NaN/Inf is the risk's, named so)."
-    gx = risk.grad_x()
-    if not bool(torch.isfinite(gx).all()):
-        raise ValueError("risk: the input gradients ∇_x l contain NaN or Inf (check the data and the parameters)")
-    return gx
+    return _as_risk_error(risk.grad_x, "the input gradients ∇_x l contain NaN or Inf (check the data and the parameters)")
 
 def _phi(risk, p, zero_tol):
     zero_tol = check_positive(zero_tol, 'zero_tol', strict=False)

@@ -102,7 +102,7 @@ def test_ranks_must_agree(what, needle):
 
 def _loss_products(rank, world, which):
     "value, grad, hvp, jx, grad_x of example_problem under several torch losses, sharded [4, 15, 4] (world 3) or whole."
-    import torch.nn as nn
+    import torch.nn as nn, torch.distributed as dist
     from setsens.distributed import DistributedRisk, example_problem
     from setsens.risk import Risk
     m, X, Y = example_problem()
@@ -112,8 +112,8 @@ def _loss_products(rank, world, which):
     if world > 1:
         sizes = [4, 15, 4]; start = sum(sizes[:rank]); rows = slice(start, start + sizes[rank])
         risk = DistributedRisk(Risk(m.eval(), loss, X[rows], Y[rows]))
-        parts = [None] * world; dist_gather = __import__('torch.distributed', fromlist=['x']).all_gather_object
-        dist_gather(parts, risk.grad_x()); gx = torch.cat(parts)
+        parts = [None] * world
+        dist.all_gather_object(parts, risk.grad_x()); gx = torch.cat(parts)
         return dict(value=risk.value(), grad=risk.grad(), hvp=risk.hvp(V), jx=risk.jx(dX[rows]), grad_x=gx)
     risk = Risk(m.eval(), loss, X, Y)
     return dict(value=risk.value(), grad=risk.grad(), hvp=risk.hvp(V), jx=risk.jx(dX), grad_x=risk.grad_x())

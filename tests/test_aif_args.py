@@ -24,16 +24,7 @@ def raises(exc, msg):
     return pytest.raises(exc, match=E(msg))
 
 
-@lru_cache(None)
-def mlp_risk(dtype=f64):
-    "A 2-3-1 tanh MLP on 6 points (float64 values, cast to `dtype`): an indefinite Hessian (λ_min ≈ −0.507)."
-    g = torch.Generator().manual_seed(0)
-    net = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1)).double()
-    with torch.no_grad():
-        for prm in net.parameters(): prm.copy_(torch.randn(prm.shape, generator=g, dtype=f64))
-    X = torch.randn(6, 2, generator=g, dtype=f64)
-    Y = torch.randn(6, 1, generator=g, dtype=f64)
-    return Risk(net.to(dtype), 'mse', X.to(dtype), Y.to(dtype))
+from problems import mlp_risk  # shared: tests/problems.py
 
 
 def dense_hessian(risk):

@@ -54,17 +54,7 @@ def cloud():
     return torch.randn(5, 3, dtype=f64, generator=torch.Generator().manual_seed(0))
 
 
-@lru_cache(None)
-def mlp_risk():
-    "A 2-3-1 tanh MLP (float64) on 6 points: the smallest Risk with a singular-ish Hessian."
-    from setsens.risk import Risk
-    g = torch.Generator().manual_seed(0)
-    net = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1)).double()
-    with torch.no_grad():
-        for prm in net.parameters(): prm.copy_(torch.randn(prm.shape, generator=g, dtype=f64))
-    X = torch.randn(6, 2, generator=g, dtype=f64)
-    Y = torch.randn(6, 1, generator=g, dtype=f64)
-    return Risk(net, 'mse', X, Y)
+from problems import mlp_risk  # shared: tests/problems.py
 
 
 def mlp(dtype=f64):

@@ -1,0 +1,27 @@
+"The prepared GPU run (issue 17) runs end to end on CPU with --dry-run: every section, the same code paths, toy sizes."
+import re, subprocess, sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_suite_dry_run(tmp_path):
+    out = tmp_path/'gpu_suite.md'
+    r = subprocess.run([sys.executable, str(ROOT/'benchmarks'/'gpu_suite.py'), '--dry-run', '--out', str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600, env={**__import__('os').environ, 'OMP_NUM_THREADS': '1'})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    md = out.read_text()
+    for head in ('## 1. One HVP', '## 2. k = 2 right-hand sides', '## 3. Table 1', "## 4. The notebooks' `#| gpu` cells"):
+        assert head in md, head
+    assert 'failed' not in md.split('Total:')[0].lower()
+    # section 1: every HVP mode has a row with a finite ratio to one gradient and an error against the float64 oracle
+    for mode in ('rev_rev', 'fwd_rev', 'rev_rev_cached'):
+        rows = [l for l in md.splitlines() if l.startswith('| ') and f'HVP {mode} |' in l]
+        assert len(rows) == 2, (mode, rows)
+        for l in rows:
+            ratio = float(l.split('|')[4])
+            assert 0 < ratio < 100
+            assert re.search(r'rel\. error vs float64 \d', l)
+    # section 3: both rows with a residual and finite losses
+    t1 = md.split('## 3.')[1].split('## 4.')[0]
+    assert len([l for l in t1.splitlines() if re.match(r'\| [12] \|', l)]) == 2

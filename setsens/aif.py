@@ -153,11 +153,11 @@ def _robust_value_grad(risk, w, X, delta, wd, anchor=None, tilt=None):
 
 def _is_mse(risk) -> bool:
     "Whether the risk's per-example loss is `setsens.risk`'s \"mse\" (½‖f − y‖²)."
-    return getattr(risk, '_loss', None) is LOSSES['mse']
+    return risk.loss is LOSSES['mse']
 
 def _linear_layer(risk):
     "The `nn.Linear` (1 output) of a linear-regression risk and the flat names of its weight/bias, else None."
-    m = getattr(risk, 'model', None)
+    m = risk.model
     if isinstance(m, nn.Sequential):
         lin = [c for c in m if len(list(c.parameters()))]
         if len(lin) != 1 or not all(isinstance(c, (nn.Linear, nn.Flatten, nn.Identity)) for c in m): return None
@@ -410,12 +410,6 @@ def _linreg_risk(X, y, w=None):
     return Risk(m, "mse", X, y[:, None])
 
 # %% ../nbs/10_aif.ipynb #08e5a6b7
-class _Damped:
-    "A view of `risk` whose Hessian products are (H + λI) V (Section 4.1's damped surrogate); all else is `risk`'s."
-    def __init__(self, risk, lam: float): self._risk, self._lam = risk, float(lam)
-    def __getattr__(self, k): return getattr(self._risk, k)
-    def hvp(self, V): return self._risk.hvp(V) + self._lam * V
-
 def _lanczos(matvec, p: int, k: int, dtype, device, seed: int=0):
     "k Lanczos steps (full reorthogonalisation) on a symmetric operator: Ritz values (ascending), residual bounds, steps."
     g = torch.Generator().manual_seed(seed)
@@ -443,7 +437,7 @@ def _lanczos(matvec, p: int, k: int, dtype, device, seed: int=0):
 
 def _auto_damping(risk, steps: int=30, margin: float=0.1, seed: int=0) -> tuple[float, dict]:
     "λ from a Lanczos estimate of the most negative eigenvalue of H: 0 if the lowest Ritz value is ≥ 0, else (1+margin)(r₁ − θ₁)."
-    theta, res, m = _lanczos(risk.hvp, risk.p, steps, risk.dtype, risk.device, seed)
+    theta, res, m = _lanczos(risk.H, risk.p, steps, risk.dtype, risk.device, seed)
     t1, r1, tmax = float(theta[0]), float(res[0]), float(theta[-1])
     lam = 0. if t1 >= 0 else (1 + margin) * (r1 - t1)
     return lam, dict(lanczos_steps=m, ritz_min=t1, ritz_min_residual=r1, ritz_max=tmax, margin=margin)
@@ -473,9 +467,9 @@ _RHS_BAD = ("the right-hand side J·ΔX (the mixed derivative ∇_θ∇_x l appl
             "or Inf: is the loss twice differentiable at every example, and `scale` moderate?")
 _H_BAD = "the Hessian ∇²_θ R contains NaN or Inf (is the loss twice differentiable at θ̂?)"
 
-def _rhs(risk, dX):
-    "−J ΔX, checked: NaN/Inf is reported as the user's risk (or scale), never as a solver's internal argument."
-    return -_as_risk_error(lambda: risk.jx(dX), _RHS_BAD)
+def _rhs(risk, dX, idx=None):
+    "−J ΔX (ΔX on the rows idx only, if given), checked: NaN/Inf is reported as the user's risk (or scale), never as a solver's internal argument."
+    return -_as_risk_error(lambda: risk.jx(dX, idx), _RHS_BAD)
 
 def _minnorm_solve(H: torch.Tensor, B: torch.Tensor):
     "The minimum-norm least-squares solution of H x = B for symmetric H (eigendecomposition); and (eig_min, eig_max, rank)."
@@ -487,12 +481,12 @@ def _minnorm_solve(H: torch.Tensor, B: torch.Tensor):
     x = V @ (inv[:, None] * (V.T @ Bm))
     return (x if B.ndim == 2 else x[:, 0]), dict(eig_min=float(ev[0]), eig_max=float(ev[-1]), rank=int(keep.sum()))
 
-def _solve_shift(risk, dX, damping: float, rtol: float, maxiter, x0=None):
-    "Δw with (H + λI) Δw = −J ΔX (J with the mean's 1/n): `graphical.solution_shift`, on a damped view when λ > 0."
-    r = _Damped(risk, damping) if damping else risk
-    try: return solution_shift(r, dX, solver="minres", x0=x0, weighting="mean", rtol=rtol, maxiter=maxiter, check=False)
+def _solve_shift(risk, dX, damping: float, rtol: float, maxiter, x0=None, idx=None):
+    "Δw with (H + λI) Δw = −J ΔX (J with the mean's 1/n): `graphical.solution_shift` with the damped operator H + λI; with `idx`, dX holds only those rows."
+    try: return solution_shift(risk, dX, idx=idx, solver="minres", x0=x0, weighting="mean", damping=damping, rtol=rtol,
+                               maxiter=maxiter, check=False)
     except ValueError as e:     # MINRES names its own arguments (b = −J ΔX, A = the Hessian product): say what they are
-        if str(e).startswith('b: contains NaN') or str(e).startswith('jx(dX)') and 'NaN' in str(e):
+        if str(e).startswith('b: contains NaN') or str(e).startswith('jx(dX') and 'NaN' in str(e):
             raise ValueError(f"risk: {_RHS_BAD} ({e})") from e
         if str(e).startswith('A: returned NaN') or 'hvp(V)' in str(e) and 'NaN' in str(e):
             raise ValueError("risk: the Hessian-vector product H·v returned NaN or Inf (is the loss twice "
@@ -729,10 +723,10 @@ def aif_confidence_interval(risk, # a `Risk` at θ̂
     if chunk is None: chunk = max(1, min(n, 2**22 // max(1, X.numel())))
     if method == 'dense':
         H = _dense_hessian(risk) + lam * torch.eye(P, dtype=risk.dtype, device=risk.device)
-        solve = lambda D: _minnorm_solve(H, _rhs(risk, D))[0]
+        solve = lambda D, idx: _minnorm_solve(H, _rhs(risk, D, idx))[0]
     else:                                      # the same solve as `aif`: solution_shift, one right-hand side per example
-        def solve(D):
-            x, inf = _solve_shift(risk, D, lam, rtol, maxiter)
+        def solve(D, idx):
+            x, inf = _solve_shift(risk, D, lam, rtol, maxiter, idx=idx)
             solve.conv &= bool(torch.as_tensor(inf.converged).all())
             return x
         solve.conv = True
@@ -741,9 +735,10 @@ def aif_confidence_interval(risk, # a `Risk` at θ̂
     Zs, shift = [], None
     for s in range(0, n, chunk):
         idx = torch.arange(s, min(n, s + chunk), device=X.device)
-        D = torch.zeros(*X.shape, len(idx), dtype=X.dtype, device=X.device)
-        D[idx, ..., torch.arange(len(idx), device=X.device)] = dX[idx]
-        Z = n * solve(D)                      # (P, k): column j is ζ_{idx[j]} = −Ĥ⁻¹ ∇_{θ,x}l_i ΔX_i
+        ar = torch.arange(len(idx), device=X.device)
+        D = torch.zeros(len(idx), *X.shape[1:], len(idx), dtype=X.dtype, device=X.device)   # rows idx only
+        D[ar, ..., ar] = dX[idx]              # column j perturbs row idx[j] alone
+        Z = n * solve(D, idx)                 # (P, k): column j is ζ_{idx[j]} = −Ĥ⁻¹ ∇_{θ,x}l_i ΔX_i
         if shift is None: shift = Z.mean(1)
         C = Z - shift[:, None]
         S1 += C.sum(1)

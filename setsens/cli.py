@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, contextlib, importlib, json, os, signal, stat, sys, tempfile, time, traceback
 from pathlib import Path
 import torch
-from .core import Result, results_markdown, data_dir
+from .core import Result, results_markdown, counts_markdown, data_dir, atomic_write
 
 # %% auto #0
 __all__ = ['STUDIES', 'REPORT_TITLE', 'run_study', 'write_report', 'main']
@@ -41,19 +41,7 @@ def run_study(name: str, # a key of `STUDIES`
 # %% ../nbs/30_cli.ipynb #55e30f8b
 REPORT_TITLE = '# setsens: reproduction report'
 
-def _atomic_write(path: Path, text: str):
-    "Write `text` to `path` through a temporary file in the same folder, then `os.replace`: a reader (or a crash) sees the old file or the new one, never half of one."
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            f.write(text); f.flush(); os.fsync(f.fileno())
-        mask = os.umask(0o022); os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)   # mkstemp makes 0600; give the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError): os.unlink(tmp)
-        raise
+_atomic_write = atomic_write   # core's helper: temporary file in the same folder, then os.replace
 
 def write_report(sections: dict, # study name -> list[Result], an Exception, or None (not finished: interrupted)
                  out: Path, # the folder; REPORT.md and results.json are written here
@@ -64,15 +52,19 @@ def write_report(sections: dict, # study name -> list[Result], an Exception, or 
     "Write `REPORT.md` and `results.json` (each atomically) for the studies in `sections`; return the report's path."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     allr = [r for v in sections.values() if isinstance(v, list) for r in v]
-    n_in = sum(r.within is True for r in allr); n_out = sum(r.within is False for r in allr)
+    n_unc = sum(r.kind_ == 'unclassified' for r in allr)
     lines = [REPORT_TITLE, '']
     if interrupted:
         lines += [f"**Interrupted** ({interrupted}): the run stopped before it finished. Only the studies reported "
                   f"below as finished have results; figures may be missing or partial.", '']
     lines += [f"Mode: {'quick (small sizes)' if quick else 'full'}; device: {device or 'auto'}; "
               f"torch {torch.__version__}; total {sum(seconds.values()):.0f} s.", '',
-              f"{len(allr)} results: {n_in} within tolerance of the paper, {n_out} outside it "
-              f"(each with its reason in the note), {len(allr) - n_in - n_out} with no paper value to compare.", '']
+              f"{len(allr)} results, counted by kind: agreeing with a number the paper prints, with a claim it makes, "
+              "with our own corrected formula (by simulation, within a stated number of standard errors) and with "
+              "another computation of ours are different things, so there is no single \"agrees with the paper\" count. "
+              "A row that differs says why in its note.", '', counts_markdown(allr), '']
+    if n_unc: lines += [f"{n_unc} row(s) compare with a reference of unstated kind: counted apart, not as agreeing "
+                        "with the paper.", '']
     for name, v in sections.items():
         lines += [f'## {name} ({seconds.get(name, 0):.0f} s)', '']
         if v is None: lines += ['**Not finished:** interrupted', '']
@@ -86,7 +78,8 @@ def write_report(sections: dict, # study name -> list[Result], an Exception, or 
                       ', '.join(f'`{f}`' for f in old), '']
     js = {k: ([dict(section=r.section, quantity=r.quantity, ours=float(r.ours),
                     paper=None if r.paper is None else float(r.paper), diff=r.diff, within=r.within,
-                    rtol=r.rtol, atol=r.atol, note=r.note) for r in v] if isinstance(v, list) else
+                    rtol=r.rtol, atol=r.atol, kind=r.kind_, se=r.se, n_se=r.n_se if r.se is not None else None,
+                    note=r.note) for r in v] if isinstance(v, list) else
               {'error': 'interrupted' if v is None else f'{type(v).__name__}: {v}'})
           for k, v in sections.items()}
     _atomic_write(out/'results.json', json.dumps(js, indent=1))

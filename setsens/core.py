@@ -10,8 +10,8 @@ import torch
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['data_dir', 'check_tensor', 'check_same', 'check_positive', 'check_count', 'in_test', 'default_device', 'progress',
-           'Result', 'md_cell', 'results_markdown']
+__all__ = ['KINDS', 'data_dir', 'check_tensor', 'check_same', 'check_positive', 'check_count', 'in_test', 'default_device',
+           'progress', 'Result', 'md_cell', 'results_markdown', 'result_counts', 'counts_markdown', 'atomic_write']
 
 # %% ../nbs/00_core.ipynb #1f61bd51
 def _candidates(start: Path):
@@ -128,16 +128,34 @@ _import_jvp_decompositions()
 # %% ../nbs/00_core.ipynb #5134e113
 from dataclasses import dataclass, field
 
+KINDS = {'printed': "paper's printed number", 'claim': "paper's qualitative claim",
+         'simulation': "our correction checked by simulation", 'internal': "internal consistency",
+         'measured': "measured, no reference", 'unclassified': "reference of unstated kind"}
+
 @dataclass
 class Result:
-    "One reproduced number beside the paper's."
+    "One reproduced number beside a reference value (the paper's, or ours), with what kind of comparison it is."
     section: str # where in the papers, e.g. "Paper 1, toy (eq. 16)"
     quantity: str # what was measured
     ours: float # our value
-    paper: float|None=None # the paper's value, if it reports one
+    paper: float|None=None # the reference value: the paper's number, claim, or our formula (see `kind`)
     rtol: float|None=None # relative tolerance for agreement with `paper`
     atol: float=0. # absolute tolerance for agreement with `paper`
     note: str='' # why it differs, or how it was obtained
+    kind: str|None=None # a key of `KINDS`; None: 'measured' without a reference, else 'unclassified'
+    se: float|None=None # standard error of `ours` (Monte Carlo): agreement is |ours − paper| ≤ n_se·se
+    n_se: float=3. # standard errors allowed when `se` is given
+
+    def __post_init__(self):
+        if self.kind is not None and self.kind not in KINDS:
+            raise ValueError(f"kind: must be one of {sorted(KINDS)} or None, got {self.kind!r}")
+        if self.se is not None and not (float(self.se) >= 0): raise ValueError(f"se: must be >= 0, got {self.se!r}")
+        if self.n_se <= 0: raise ValueError(f"n_se: must be > 0, got {self.n_se!r}")
+
+    @property
+    def kind_(self) -> str:
+        "The kind, with the default filled in."
+        return self.kind or ('measured' if self.paper is None else 'unclassified')
 
     @property
     def diff(self):
@@ -146,10 +164,20 @@ class Result:
 
     @property
     def within(self):
-        "Whether |ours − paper| ≤ atol + rtol·|paper|; None when there is nothing to compare."
-        if self.paper is None or (self.rtol is None and not self.atol): return None
+        "Whether |ours − paper| ≤ n_se·se (when `se` is given), else ≤ atol + rtol·|paper|; None when nothing is compared."
+        if self.paper is None: return None
+        if self.se is not None: return bool(abs(self.diff) <= self.n_se*float(self.se))
+        if self.rtol is None and not self.atol: return None
         return bool(abs(self.diff) <= self.atol + (self.rtol or 0.)*abs(float(self.paper)))
 
+    @property
+    def tolerance(self) -> str:
+        "The tolerance in words ('' when nothing is compared)."
+        if self.within is None: return ''
+        if self.se is not None: return f"{self.n_se:g} s.e. = {self.n_se*float(self.se):.2g}"
+        return ', '.join(([f"rtol {self.rtol:g}"] if self.rtol is not None else []) + ([f"atol {self.atol:g}"] if self.atol else []))
+
+# %% ../nbs/00_core.ipynb #d276221b
 def _fmt(v):
     if v is None: return '–'
     if isinstance(v, bool): return 'yes' if v else 'no'
@@ -161,11 +189,53 @@ def md_cell(text) -> str:
     return re.sub(r'\s*\n\s*', ' ', str(text)).replace('\\|', '|').replace('|', '\\|').strip()
 
 def results_markdown(results: list[Result]) -> str:
-    "A markdown table of `results`: section, quantity, ours, paper, difference, within tolerance, note."
-    rows = ['| section | quantity | ours | paper | difference | within tolerance | note |',
-            '|---|---|---|---|---|---|---|']
+    "A markdown table of `results`: section, quantity, kind, ours, reference, difference, agreement (tolerance), note."
+    rows = ['| section | quantity | kind | ours | reference | difference | agrees (tolerance) | note |',
+            '|---|---|---|---|---|---|---|---|']
     for r in results:
-        tol = '' if r.within is None else f" (rtol {r.rtol:g}{f', atol {r.atol:g}' if r.atol else ''})" if r.rtol is not None else f" (atol {r.atol:g})"
-        rows.append(f"| {md_cell(r.section)} | {md_cell(r.quantity)} | {_fmt(r.ours)} | {_fmt(r.paper)} | {_fmt(r.diff)} | "
-                    f"{_fmt(r.within)}{tol} | {md_cell(r.note)} |")
+        tol = f" ({r.tolerance})" if r.tolerance else ''
+        rows.append(f"| {md_cell(r.section)} | {md_cell(r.quantity)} | {r.kind_} | {_fmt(r.ours)} | {_fmt(r.paper)} | "
+                    f"{_fmt(r.diff)} | {_fmt(r.within)}{tol} | {md_cell(r.note)} |")
     return '\n'.join(rows)
+
+def result_counts(results: list[Result]) -> dict:
+    "{kind: {'rows', 'agree', 'differ', 'none'}} over `results`, for the kinds that occur (in `KINDS` order)."
+    out = {}
+    for k in KINDS:
+        rs = [r for r in results if r.kind_ == k]
+        if rs: out[k] = dict(rows=len(rs), agree=sum(r.within is True for r in rs),
+                             differ=sum(r.within is False for r in rs), none=sum(r.within is None for r in rs))
+    return out
+
+def counts_markdown(results: list[Result]) -> str:
+    "`result_counts` as a markdown table: one line per kind."
+    rows = ['| kind | rows | agree | differ (each with its reason) | not compared |', '|---|---|---|---|---|']
+    for k, c in result_counts(results).items():
+        rows.append(f"| {KINDS[k]} | {c['rows']} | {c['agree']} | {c['differ']} | {c['none']} |")
+    return '\n'.join(rows)
+
+# %% ../nbs/00_core.ipynb #e3e02c7d
+import contextlib, tempfile
+
+def atomic_write(path: Path|str, # the file to (re)place
+                 data: str|bytes|callable, # the content, or a function that writes the file at the path it is given
+                ) -> Path:
+    "Write `data` to `path` through a temporary file in the same folder and `os.replace`; return `path`."
+    path = Path(path)
+    if not (isinstance(data, (str, bytes)) or callable(data)):
+        raise TypeError(f"data: must be str, bytes or a callable taking a path, got {type(data).__name__}")
+    # a hidden name beside the target; a writer function gets the target's suffix too (matplotlib reads the format from it)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp' + (path.suffix if callable(data) else ''))
+    try:
+        if callable(data):
+            os.close(fd); data(tmp)
+        else:
+            with os.fdopen(fd, 'wb') as f:
+                f.write(data.encode('utf-8') if isinstance(data, str) else data); f.flush(); os.fsync(f.fileno())
+        mask = os.umask(0o022); os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)   # mkstemp makes 0600; give the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError): os.unlink(tmp)
+        raise
+    return path

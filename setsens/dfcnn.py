@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.func import functional_call, hessian, jacfwd, jacrev, grad, vmap
-from .core import check_tensor, check_same, check_positive, check_count, in_test, progress, Result
+from .core import check_tensor, check_same, check_positive, check_count, in_test, progress, Result, atomic_write
 from .sets import AffineSet, excess
 from .graphical import lipschitz_modulus
 
@@ -657,9 +657,9 @@ def dfcnn_study(out: Path|None=None, # folder for PNG figures (None: no files)
     for H, m in progress(configs, desc='dfcnn'):
         r = _compare(H, m); rows.append(r)
         tag = f"H={H}, m={m}, n={r['n']}"
-        res += [Result(sec, f'{tag}: max rel. diff, closed-form vs exact modulus (k=0, all layers)', r['rel_k0'],
+        res += [Result(sec, f'{tag}: max rel. diff, closed-form vs exact modulus (k=0, all layers)', r['rel_k0'], 0., atol=1e-7, kind='internal',
                        note='‖∇ₓf(x_k)‖·√[K_h⁻¹]ₖₖ vs setsens.graphical.lipschitz_modulus on dense Hessian blocks; rounding only'),
-                Result(sec, f'{tag}: max rel. diff, closed-form vs exact modulus (all points moved, Theorem 3)', r['rel_all'],
+                Result(sec, f'{tag}: max rel. diff, closed-form vs exact modulus (all points moved, Theorem 3)', r['rel_all'], 0., atol=1e-7, kind='internal',
                        note='‖N K_h† N‖^½ vs the dense criterion'),
                 Result(sec, f'{tag}: min over (h, k) of Theorem 2 value / exact modulus', r['thm2_min'],
                        note='< 1: reconstructed κ_h = ‖∇ₓf‖/‖∇_{W^(h)} f‖_F undershoots the modulus for n > 1 (exact for n = 1)'),
@@ -679,7 +679,7 @@ def dfcnn_study(out: Path|None=None, # folder for PNG figures (None: no files)
     if out is not None:
         out = Path(out); out.mkdir(parents=True, exist_ok=True)
         ax = _plot_kappa([r for r in rows if r['m'] == max(q['m'] for q in rows)])
-        ax.figure.savefig(out/'dfcnn_kappa_per_layer.png', dpi=120, bbox_inches='tight'); plt.close(ax.figure)
+        atomic_write(out/'dfcnn_kappa_per_layer.png', lambda p: ax.figure.savefig(p, dpi=120, bbox_inches='tight')); plt.close(ax.figure)
         axes = _plot_inclusion(checks)
-        axes[0].figure.savefig(out/'dfcnn_inclusion.png', dpi=120, bbox_inches='tight'); plt.close(axes[0].figure)
+        atomic_write(out/'dfcnn_inclusion.png', lambda p: axes[0].figure.savefig(p, dpi=120, bbox_inches='tight')); plt.close(axes[0].figure)
     return res

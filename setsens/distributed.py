@@ -15,7 +15,7 @@ import torch.distributed as dist
 # the process can abort at exit (see "Leaving in order" in nbs/20_distributed.ipynb).
 _GROUP_BEFORE_IMPORT = dist.is_available() and dist.is_initialized() and 'torch._dynamo' not in sys.modules
 import torch._dynamo  # noqa: F401
-from .risk import Risk
+from .risk import Risk, BaseRisk
 
 # %% auto #0
 __all__ = ['DistributedRisk', 'shard', 'spawn_loopback', 'example_problem', 'sharded_products']
@@ -25,8 +25,9 @@ def _digest(w: torch.Tensor) -> str:
     "A short sha256 of a tensor's bytes: ranks compare parameters without sending them."
     return hashlib.sha256(w.detach().to('cpu').contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()[:16]
 
-class DistributedRisk:
-    "A `Risk` whose data are sharded across the ranks of a torch.distributed process group."
+class DistributedRisk(BaseRisk):
+    "A `Risk` whose data are sharded across the ranks of a torch.distributed process group (`sharded` is True)."
+    sharded = True
     def __init__(self, local: Risk, # this rank's risk over its own shard (X_r, Y_r)
                  group=None, # the process group (default: the world)
                 ):
@@ -81,6 +82,9 @@ class DistributedRisk:
     names = property(lambda self: self.local.names)
     dtype = property(lambda self: self.local.dtype)
     device = property(lambda self: self.local.device)
+    x_shape = property(lambda self: self.local.x_shape)   # this rank's rows
+    model = property(lambda self: self.local.model)
+    loss = property(lambda self: self.local.loss)
     def flatten(self, d): return self.local.flatten(d)
     def unflatten(self, v): return self.local.unflatten(v)
 
@@ -91,8 +95,8 @@ class DistributedRisk:
     def value(self): return self._reduce(self.local.value())
     def grad(self): return self._reduce(self.local.grad())
     def hvp(self, V): return self._reduce(self.local.hvp(V))
-    def jx(self, dX): return self._reduce(self.local.jx(dX))
-    def jxT(self, U): return self.local.jxT(U) * self._wt
+    def jx(self, dX, idx=None): return self._reduce(self.local.jx(dX, idx))   # idx: rows of this rank's shard
+    def jxT(self, U, idx=None): return self.local.jxT(U, idx) * self._wt
     def grad_x(self): return self.local.grad_x() if self._gx == 1. else self.local.grad_x() * self._gx  # rows of n·∇ₓR
     def data_mean(self, v): return self.allsum(v.sum()) / self.n
 
@@ -222,6 +226,8 @@ def _products(risk, X_full_idx, dX, V, U, K_local, seed, gather):
     from setsens.graphical import solution_shift, estimate_solution_set
     out = dict(value=risk.value(), grad=risk.grad(), hvp=risk.hvp(V), jx=risk.jx(dX), jxT=gather(risk.jxT(U)))
     dXK = dX[K_local] if len(K_local) else dX[:0]
+    out['jx_idx'] = risk.jx(dXK, K_local)                      # rows fetched by index; a rank may hold none of them
+    out['damped_op'] = (risk.H + 0.5*risk.I) @ V                # the operator algebra reduces like the products
     out['shift'], info = solution_shift(risk, dXK, idx=K_local, rtol=1e-12, maxiter=200, warn=False, check=False)
     out['shift_converged'] = bool(info.converged)
     out['set'], _ = estimate_solution_set(risk, dXK, n=3, seed=seed, idx=K_local, rtol=1e-12, maxiter=200, warn=False, check=False)

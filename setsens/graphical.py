@@ -5,11 +5,12 @@
 # %% ../nbs/03_graphical.ipynb #14344211
 from __future__ import annotations
 import math, operator, time, warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 import torch
 from torch.func import grad, jacrev, vmap
 from .core import check_tensor, check_same, check_positive, check_count
 from .sets import AffineSet, hausdorff, _real
+from .risk import _check_idx
 
 # %% auto #0
 __all__ = ['graphical_derivative', 'coderivative', 'lipschitz_modulus', 'per_example_derivatives', 'eq14_matrices',
@@ -128,20 +129,8 @@ def per_example_derivatives(loss, # loss(w, x, y) -> 0-d: one example's loss (y 
     return vmap(jacrev(g, 0), (None, 0, 0))(w, X, Y), vmap(jacrev(g, 1), (None, 0, 0))(w, X, Y)
 
 def _index(idx, n, name='idx', allow_empty=False):
-    "The perturbed index set as a 1-D long tensor (None stays None); integer indices in [0, n) only."
-    if idx is None: return None
-    try: K = torch.as_tensor(idx)
-    except (TypeError, ValueError, RuntimeError):
-        raise TypeError(f"{name}: expected integer indices (a sequence or tensor of ints), got {idx!r}") from None
-    if K.numel() and (K.dtype == torch.bool or K.is_floating_point() or K.is_complex()):
-        raise TypeError(f"{name}: expected integer indices, got {K.dtype} values {K.reshape(-1).tolist()}")
-    K = K.reshape(-1).to(torch.long)
-    if K.numel() == 0:
-        if allow_empty: return K
-        raise ValueError(f"{name}: the perturbed index set K is empty")
-    if int(K.min()) < 0 or int(K.max()) >= n: raise ValueError(f"{name}: indices must lie in [0, {n}), got {K.tolist()}")
-    if K.unique().numel() != K.numel(): raise ValueError(f"{name}: repeated indices {K.tolist()}")
-    return K
+    "The perturbed index set as a 1-D long CPU tensor (None stays None): `setsens.risk`'s rule (distinct ints in [0, n))."
+    return None if idx is None else _check_idx(idx, n, name, allow_empty)
 
 def _seed(seed, name='seed'):
     "An int seed for `torch.Generator.manual_seed` (None, bools and floats refused, naming the argument)."
@@ -239,9 +228,10 @@ _SOLVERS = ('minres', 'lsqr', 'cgls')
 
 def _solver(solver):
     if callable(solver): return solver
-    if solver not in _SOLVERS: raise ValueError(f"solver: expected one of {_SOLVERS} or a callable, got {solver!r}")
-    from setsens import krylov
-    return getattr(krylov, solver)
+    from setsens.krylov import minres, lsqr, cgls
+    named = dict(minres=minres, lsqr=lsqr, cgls=cgls)
+    if solver not in named: raise ValueError(f"solver: expected one of {_SOLVERS} or a callable, got {solver!r}")
+    return named[solver]
 
 def _solve_kwargs(solver, risk, rtol, maxiter, time_budget, progress, kw):
     "Keyword arguments for the solver: rtol resolved for the risk's dtype; budget and progress for a callable only when set."
@@ -252,32 +242,37 @@ def _solve_kwargs(solver, risk, rtol, maxiter, time_budget, progress, kw):
     if builtin or progress is not None: kw['progress'] = progress
     return kw
 
+def _damping(damping) -> float:
+    "λ ≥ 0, finite (None: 0); an error naming `damping` otherwise."
+    return 0. if damping is None else check_positive(damping, 'damping', strict=False)
+
+def _operator(risk, lam):
+    "The operator of the solve: H, or the damped H + λI."
+    return risk.H if lam == 0 else risk.H + lam*risk.I
+
 def _weighted_dX(risk, dX, idx, weighting):
-    "ΔX shaped like risk.X (+ a trailing batch axis), rows on K scaled by n/|K| for eq. 14."
+    "(ΔX, K): ΔX X-shaped (idx None) or only the |K| rows of idx (no n-row tensor), scaled by n/|K| for eq. 14; K for `risk.jx`."
     if weighting not in ("eq14", "mean"): raise ValueError(f"weighting: expected 'eq14' or 'mean', got {weighting!r}")
-    X = risk.X  # this process's rows (all rows unless the risk is sharded, see `setsens.distributed`)
-    sharded = hasattr(risk, 'allsum')        # a rank of a sharded risk may hold none of the perturbed points
-    check_tensor(dX, 'dX', nonempty=not sharded); check_same(X, dX, 'risk.X, dX')
-    n, xs = X.shape[0], tuple(X.shape[1:])
+    xs = tuple(risk.x_shape)   # this process's rows (all rows unless the risk is sharded, see `setsens.distributed`)
+    sharded = risk.sharded     # a rank of a sharded risk may hold none of the perturbed points
+    check_tensor(dX, 'dX', nonempty=not sharded); check_same(dX, risk.w, 'dX, risk.w')
+    n, d = xs[0], len(xs)
     K = _index(idx, n, allow_empty=sharded)
     if K is None:
-        if tuple(dX.shape[:X.ndim]) != tuple(X.shape) or dX.ndim > X.ndim + 1:
-            raise ValueError(f"dX: expected shape {tuple(X.shape)} (or with one trailing batch axis), got {tuple(dX.shape)}")
-        full = dX
+        if tuple(dX.shape[:d]) != xs or dX.ndim > d + 1:
+            raise ValueError(f"dX: expected shape {xs} (or with one trailing batch axis), got {tuple(dX.shape)}")
         nK = int((dX.reshape(n, -1) != 0).any(1).sum())
     else:
-        if dX.shape[0] != K.numel() or tuple(dX.shape[1:X.ndim]) != xs or dX.ndim > X.ndim + 1:
-            raise ValueError(f"dX: with idx of {K.numel()} points expected shape {(K.numel(),) + xs} "
+        if dX.shape[0] != K.numel() or tuple(dX.shape[1:d]) != xs[1:] or dX.ndim > d + 1:
+            raise ValueError(f"dX: with idx of {K.numel()} points expected shape {(K.numel(),) + xs[1:]} "
                              f"(or with one trailing batch axis), got {tuple(dX.shape)}")
-        full = dX.new_zeros((n,) + tuple(dX.shape[1:]))
-        full[K.to(dX.device)] = dX
         nK = K.numel()
-    N = int(risk.n)                          # all points, over every shard
+    N = int(risk.n)                           # all points, over every shard
     if sharded:                               # |K| counts the perturbed points of every rank
-        nK = int(risk.allsum(torch.tensor(float(nK), dtype=torch.float64, device=X.device)).item())
+        nK = int(risk.allsum(torch.tensor(float(nK), dtype=torch.float64, device=risk.device)).item())
         if nK == 0: raise ValueError("idx: the perturbed index set K is empty on every rank")
-    if weighting == "eq14" and 0 < nK < N: full = full*(N/nK)
-    return full
+    if weighting == "eq14" and 0 < nK < N: dX = dX*(N/nK)
+    return dX, K
 
 # %% ../nbs/03_graphical.ipynb #5afe0c4e
 class SetupWarning(UserWarning):
@@ -302,7 +297,7 @@ def setup_check(risk, # a `setsens.risk.Risk` at (x̄, w̄)
         gn = float(torch.linalg.vector_norm(g))
         bn = float(torch.linalg.vector_norm(b.reshape(b.shape[0], -1), dim=0).min())
         out.update(grad_norm=gn, rhs_norm=bn, grad_ratio=gn/bn if bn > 0 else (math.inf if gn > 0 else 0.))
-    theta, m = _lanczos(risk.hvp, risk.p, steps, risk.dtype, risk.device)
+    theta, m = _lanczos(risk.H, risk.p, steps, risk.dtype, risk.device)
     t_min, t_max = float(theta[0]), float(theta[-1])
     out.update(ritz_min=t_min, ritz_max=t_max, lanczos_steps=m)
     out['not_stationary'] = b is not None and out['grad_ratio'] > grad_tol
@@ -321,12 +316,13 @@ def setup_check(risk, # a `setsens.risk.Risk` at (x̄, w̄)
 
 
 # %% ../nbs/03_graphical.ipynb #3f68eff3
-def solution_shift(risk, # a `setsens.risk.Risk` at (x̄, w̄)
+def solution_shift(risk, # a `setsens.risk.Risk` (any `BaseRisk`) at (x̄, w̄)
                    dX: torch.Tensor, # perturbations: X-shaped (idx=None), or (|K|, ...) with idx; optional trailing batch axis
-                   idx=None, # the perturbed index set K (ints); None: the non-zero rows of dX
-                   solver="minres", # "minres" | "lsqr" | "cgls" (setsens.krylov), or a callable with their signature
+                   idx=None, # the perturbed index set K (ints); None: the non-zero rows of dX. With idx only the rows K are read
+                   solver="minres", # "minres" | "lsqr" | "cgls" (setsens.krylov), or a callable with their signature (given the operator)
                    x0: torch.Tensor|None=None, # start (p,) or (p, k); its ker-H part is kept (a member of the set)
                    weighting: str="eq14", # "eq14" (paper, eq. 14/17): rows on K scaled by n/|K|; "mean": where the trained weights go under the mean loss (no scaling)
+                   damping: float=0., # λ ≥ 0: solve (H + λI) Δw = −J ΔX (0: H itself)
                    rtol: float|None=None, # solver tolerance; None: 1e-6 in float64, 1e-4 in float32 (see setsens.krylov)
                    maxiter: int|None=None, # solver iteration limit; None: max(5p, 20)
                    time_budget: float|None=None, # wall-clock seconds for the solve (None: unlimited); KrylovInfo.status says if it ran out
@@ -334,16 +330,18 @@ def solution_shift(risk, # a `setsens.risk.Risk` at (x̄, w̄)
                    check: bool=True, # `setup_check` first: warn if w̄ is not stationary or H has negative curvature (1 gradient, 12 HVPs)
                    **solver_kwargs, # passed to the solver (e.g. atol, callback, warn)
                   ):
-    "Eqs. 17–19: solve H Δw = −J ΔX matrix-free; returns (Δw shaped (p,) or (p, k), KrylovInfo)."
+    "Eqs. 17–19: solve H Δw = −J ΔX (or (H + λI) Δw = −J ΔX) matrix-free; returns (Δw shaped (p,) or (p, k), KrylovInfo)."
     from setsens.krylov import _check_precision
     _check_precision(risk.dtype, 'risk')
-    dXw = _weighted_dX(risk, dX, idx, weighting)
-    b = -risk.jx(dXw)
+    lam = _damping(damping)
+    dXw, K = _weighted_dX(risk, dX, idx, weighting)
+    b = -risk.jx(dXw, K)
     if check and bool((b != 0).any()): setup_check(risk, b)   # ΔX = 0: Δw = 0 (plus x0's ker-H part), nothing to check
-    return _solver(solver)(risk.hvp, b, x0, **_solve_kwargs(solver, risk, rtol, maxiter, time_budget, progress, solver_kwargs))
+    return _solver(solver)(_operator(risk, lam), b, x0,
+                           **_solve_kwargs(solver, risk, rtol, maxiter, time_budget, progress, solver_kwargs))
 
 # %% ../nbs/03_graphical.ipynb #c8867a18
-def estimate_solution_set(risk, # a `setsens.risk.Risk` at (x̄, w̄)
+def estimate_solution_set(risk, # a `setsens.risk.Risk` (any `BaseRisk`) at (x̄, w̄)
                           dX: torch.Tensor, # one perturbation: X-shaped (idx=None) or (|K|, ...) with idx
                           n: int, # number of points to sample
                           seed: int, # seed of the torch.Generator drawing the starts
@@ -351,6 +349,7 @@ def estimate_solution_set(risk, # a `setsens.risk.Risk` at (x̄, w̄)
                           x0_scale: float|None=None, # starts x0 = x0_scale·g/√p, g ~ N(0, I); None: ‖Δw_min‖ (one extra solve)
                           solver="minres", # as in `solution_shift`
                           weighting: str="eq14", # as in `solution_shift` ("eq14": the paper's n/|K| scaling; "mean": the mean-loss response)
+                          damping: float=0., # λ ≥ 0: sample the solutions of (H + λI) Δw = −J ΔX (a single point for λ > 0)
                           rtol: float|None=None, # solver tolerance; None: 1e-6 in float64, 1e-4 in float32
                           maxiter: int|None=None, # solver iteration limit (per solve)
                           time_budget: float|None=None, # wall-clock seconds for both solves together (None: unlimited)
@@ -360,19 +359,21 @@ def estimate_solution_set(risk, # a `setsens.risk.Risk` at (x̄, w̄)
                          ) -> tuple[torch.Tensor, list]:
     "Sample the estimated new solution set w̄ + DS(x̄|w̄)(ΔX) (eq. 15): n batched solves from random starts; returns ((n, p) points, per-point KrylovInfo list)."
     n, seed = check_count(n, 'n', what='point'), _seed(seed)
-    X = risk.X
-    if isinstance(dX, torch.Tensor) and dX.ndim != X.ndim:
-        raise ValueError(f"dX: one perturbation of {X.ndim} dimensions expected (no batch axis), got shape {tuple(dX.shape)}")
+    nd = len(risk.x_shape)
+    if isinstance(dX, torch.Tensor) and dX.ndim != nd:
+        raise ValueError(f"dX: one perturbation of {nd} dimensions expected (no batch axis), got shape {tuple(dX.shape)}")
     from setsens.krylov import _check_precision
     _check_precision(risk.dtype, 'risk')
+    lam = _damping(damping)
     if time_budget is not None: time_budget = check_positive(time_budget, 'time_budget', allow_inf=True)
-    p = risk.p
-    b = -risk.jx(_weighted_dX(risk, dX, idx, weighting))          # the same right-hand side for every start
+    p, A = risk.p, _operator(risk, lam)
+    dXw, K = _weighted_dX(risk, dX, idx, weighting)
+    b = -risk.jx(dXw, K)                                           # the same right-hand side for every start
     if check and bool((b != 0).any()): setup_check(risk, b)
     t0 = time.perf_counter()
     def solve(B, X0):                                              # the budget is shared by both solves
         left = None if time_budget is None else max(time_budget - (time.perf_counter() - t0), 1e-9)
-        return _solver(solver)(risk.hvp, B, X0, **_solve_kwargs(solver, risk, rtol, maxiter, left, progress, solver_kwargs))
+        return _solver(solver)(A, B, X0, **_solve_kwargs(solver, risk, rtol, maxiter, left, progress, solver_kwargs))
     if x0_scale is None:
         dw0, _ = solve(b, None)
         x0_scale = float(torch.linalg.vector_norm(dw0)) or 1.
@@ -381,7 +382,6 @@ def estimate_solution_set(risk, # a `setsens.risk.Risk` at (x̄, w̄)
     X0 = (x0_scale/math.sqrt(p))*torch.randn(p, n, generator=g, dtype=risk.dtype).to(risk.device)
     dW, info = solve(b[:, None].expand(p, n).contiguous(), X0)
     col = lambda t, j: t[j] if isinstance(t, torch.Tensor) and t.ndim else t
-    infos = [replace(info, resnorm=info.resnorm[j], normres=info.normres[j], converged=info.converged[j],
-                     **{k: col(getattr(info, k), j) for k in ('rel_normres', 'rel_resnorm') if hasattr(info, k)})
-             for j in range(n)]
+    per_col = [f.name for f in fields(info) if f.name in ('resnorm', 'normres', 'converged', 'rel_normres', 'rel_resnorm')]
+    infos = [replace(info, **{k: col(getattr(info, k), j) for k in per_col}) for j in range(n)]
     return risk.w[None] + dW.T, infos

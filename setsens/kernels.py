@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import torch
-from .core import check_tensor, check_same, check_positive, check_count, in_test, progress, data_dir, Result
+from .core import check_tensor, check_same, check_positive, check_count, in_test, progress, data_dir, Result, atomic_write
 from .aif import _check_p, _check_xy, _check_real
 from .cifar import _data_folder, _not_a_file, _check_digest, _read_npz, _check_labelled_images
 
@@ -300,16 +300,18 @@ def kernels_study(out=None, quick: bool=False) -> list[Result]:
     risk = Risk.from_function(lambda prm, X_, Y_: kernel_ridge_objective(prm['theta'], X_, Y_, lam), {'theta': info.theta}, X, y)
     Ie, _ = aif(risk, 2, rtol=1e-14)
     res.append(Result('Paper 2, Corollary 6.1', 'relative gap closed form vs engine (Risk.from_function + aif, MINRES), MNIST n = 40',
-                      float((I - Ie).norm()/I.norm()), paper=0., atol=1e-8, note='float64, rtol 1e-14; the reconstructed Corollary 6.1'))
+                      float((I - Ie).norm()/I.norm()), paper=0., atol=1e-8, kind='internal',
+                      note='float64, rtol 1e-14; the reconstructed Corollary 6.1'))
     f = figure_2b(n=60 if quick else 300, reps=2 if quick else 10, eps_grid=(1e-4, 1e-3, 1e-2) if quick else (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1))
     m = f['dI'].mean(0)
     slope = float(np.log(m[1]/m[0])/np.log(f['eps'][1]/f['eps'][0]))
-    res.append(Result('Paper 2, Figure 2(b)', 'log–log slope of ΔÎ against ε at the two smallest ε (O(ε) remainder: 1)', slope, paper=1., rtol=.15,
+    res.append(Result('Paper 2, Figure 2(b)', 'log–log slope of ΔÎ against ε at the two smallest ε (O(ε) remainder: 1)', slope, paper=1., rtol=.15, kind='claim',
                       note=f"NTK ridge on MNIST, n = {f['n']}, {f['reps']} reps, λ = {f['lam']}; ΔÎ = {np.round(m, 4).tolist()} at ε = {f['eps'].tolist()}"))
     res.append(Result('Paper 2, Figure 2(b)', 'relative error ΔÎ/‖Î‖ at the smallest ε', float(f['rel'][:, 0].mean()),
                       note=f"‖Î‖ ≈ {f['aif_norm'].mean():.3g}; the paper shows only a monotone decrease in ε"))
     if out is not None:
         import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt
         out = Path(out); out.mkdir(parents=True, exist_ok=True)
-        ax = plot_figure_2b(f); ax.figure.savefig(out/'aif_figure_2b.png', dpi=120, bbox_inches='tight'); plt.close(ax.figure)
+        ax = plot_figure_2b(f)
+        atomic_write(out/'aif_figure_2b.png', lambda p: ax.figure.savefig(p, dpi=120, bbox_inches='tight')); plt.close(ax.figure)
     return res

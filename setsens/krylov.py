@@ -10,6 +10,7 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 from .core import check_tensor, check_same, check_positive
+from .risk import LinearOperator
 
 # %% auto #0
 __all__ = ['KrylovInfo', 'minres', 'lsqr', 'cgls']
@@ -39,17 +40,22 @@ class KrylovInfo:
 
 # %% ../nbs/02_krylov.ipynb #95b797b4
 class _Op:
-    "A dense or callable operator applied to (n, k) blocks; counts block products, checks what comes back."
+    "A dense matrix, a `LinearOperator` or a callable applied to (n, k) blocks; counts block products, checks what comes back."
     def __init__(self, A, name, ref, vec, rows=None, transpose=False):
         self.name, self.ref, self.vec, self.rows, self.count, self.checked = name, ref, vec, rows, 0, False
         self.nonfinite = None                              # per column: a finite input gave a NaN/Inf product
-        if isinstance(A, torch.Tensor):
+        if isinstance(A, LinearOperator):
+            if (A.dtype, A.device) != (ref.dtype, ref.device):
+                raise ValueError(f"{name}: the operator works in {A.dtype} on {A.device} but b is {ref.dtype} on {ref.device}")
+            self.f, self.M = (A.T if transpose else A), None
+            self.rows = self.f.shape[0]
+        elif isinstance(A, torch.Tensor):
             check_tensor(A, name, ndim=2)
             check_same(A, ref, f'{name}, b')
             self.M = A.mT if transpose else A
             self.rows = self.M.shape[0]
         elif callable(A): self.f, self.M = A, None
-        else: raise TypeError(f"{name}: expected a callable or a 2-D tensor, got {type(A).__name__}")
+        else: raise TypeError(f"{name}: expected a LinearOperator, a callable or a 2-D tensor, got {type(A).__name__}")
 
     def __call__(self, X):
         self.count += 1
@@ -390,7 +396,7 @@ def _mres_cycle(op, B):
     return cycle
 
 # %% ../nbs/02_krylov.ipynb #2fb0f628
-def minres(A, # symmetric operator: a callable mapping (p,)→(p,) and (p, k)→(p, k), or a (p, p) tensor
+def minres(A, # symmetric operator: a (p, p) `LinearOperator` (e.g. risk.H), a callable mapping (p,)→(p,) and (p, k)→(p, k), or a (p, p) tensor
            b:torch.Tensor, # right-hand side(s), (p,) or (p, k)
            x0:torch.Tensor|None=None, # starting point(s) shaped like b; their ker-A part is kept
            *, rtol:float|None=None, # relative tolerance: ‖Ar‖ ≤ atol + rtol‖Ab‖ or ‖r‖ ≤ atol + rtol‖b‖; None: 1e-6 in float64, 1e-4 in float32
@@ -412,6 +418,9 @@ def minres(A, # symmetric operator: a callable mapping (p,)→(p,) and (p, k)→
         check_same(A, B, 'A, b')
         if float(torch.linalg.matrix_norm(A - A.mT)) > math.sqrt(torch.finfo(A.dtype).eps)*float(torch.linalg.matrix_norm(A)):
             raise ValueError("A: is not symmetric; use lsqr (with AT) for non-symmetric systems")
+    if isinstance(A, LinearOperator) and A.shape != (p, p):
+        raise ValueError(f"A: minres needs a square (p, p) operator with p = {p} (the rows of b), got shape {A.shape}"
+                         + ("; use lsqr for a rectangular one" if A.shape[0] != A.shape[1] else ""))
     op = _Op(A, 'A', B, vec, rows=p)
     X0 = _start(x0, b, p)
     rtol, atol, maxiter, time_budget = _options(rtol, atol, maxiter, p, B.dtype, callback=callback, time_budget=time_budget)
@@ -427,10 +436,16 @@ def _setup_rect(A, b, x0, AT, rtol, atol, maxiter, damp=0., time_budget=None):
     if isinstance(A, torch.Tensor):
         check_tensor(A, 'A', ndim=2)
         if A.shape[0] != m: raise ValueError(f"A, b: A is {tuple(A.shape)} but b has {m} rows")
+    if isinstance(A, LinearOperator) and A.shape[0] != m:
+        raise ValueError(f"A: the operator has shape {A.shape} but b has {m} rows")
     op = _Op(A, 'A', B, vec, rows=m)
-    if AT is None:
-        opT = _Op(A, 'A', B, vec, transpose=True) if isinstance(A, torch.Tensor) else _Op(A, 'A', B, vec, rows=m)
+    if AT is None:                                          # a callable is taken as symmetric; an operator has its .T
+        opT = (_Op(A, 'A', B, vec, transpose=True) if isinstance(A, (torch.Tensor, LinearOperator)) else
+               _Op(A, 'A', B, vec, rows=m))
     else:
+        if isinstance(AT, LinearOperator):
+            n_ = A.shape[1] if isinstance(A, (torch.Tensor, LinearOperator)) else AT.shape[0]
+            if AT.shape != (n_, m): raise ValueError(f"AT: the operator has shape {AT.shape}, expected ({n_}, {m}) (Aᵀ)")
         if isinstance(AT, torch.Tensor):
             check_tensor(AT, 'AT', ndim=2)
             if AT.shape[1] != m: raise ValueError(f"AT: expected {m} columns (Aᵀ of an {m}-row A), got shape {tuple(AT.shape)}")
@@ -497,10 +512,10 @@ def _lsqr_cycle(op, opT, B, damp):
     return cycle
 
 # %% ../nbs/02_krylov.ipynb #a4a29f07
-def lsqr(A, # a callable mapping (n,)→(m,) and (n, k)→(m, k), or an (m, n) tensor
+def lsqr(A, # an (m, n) `LinearOperator` (its .T is Aᵀ), a callable mapping (n,)→(m,) and (n, k)→(m, k), or an (m, n) tensor
          b:torch.Tensor, # right-hand side(s), (m,) or (m, k)
          x0:torch.Tensor|None=None, # starting point(s), (n,) or (n, k); their ker-A part is kept
-         *, AT=None, # Aᵀ as a callable or tensor; default: A itself for a callable (symmetric), A.mT for a tensor
+         *, AT=None, # Aᵀ as an operator, callable or tensor; default: A.T for an operator, A.mT for a tensor, A itself for a callable (symmetric)
          rtol:float|None=None, # relative tolerance: ‖Aᵀr‖ ≤ atol + rtol‖Aᵀb‖ or ‖r‖ ≤ atol + rtol‖b‖; None: 1e-6 in float64, 1e-4 in float32
          atol:float=0., # absolute tolerance
          maxiter:int|None=None, # iteration limit (one A and one Aᵀ product each); None: max(5 min(m, n), 20)
@@ -559,10 +574,10 @@ def _cgls_cycle(op, opT, B):
     return cycle
 
 # %% ../nbs/02_krylov.ipynb #eca1e09d
-def cgls(A, # a callable mapping (n,)→(m,) and (n, k)→(m, k), or an (m, n) tensor
+def cgls(A, # an (m, n) `LinearOperator` (its .T is Aᵀ), a callable mapping (n,)→(m,) and (n, k)→(m, k), or an (m, n) tensor
          b:torch.Tensor, # right-hand side(s), (m,) or (m, k)
          x0:torch.Tensor|None=None, # starting point(s), (n,) or (n, k); their ker-A part is kept
-         *, AT=None, # Aᵀ as a callable or tensor; default: A itself for a callable (symmetric), A.mT for a tensor
+         *, AT=None, # Aᵀ as an operator, callable or tensor; default: A.T for an operator, A.mT for a tensor, A itself for a callable (symmetric)
          rtol:float|None=None, # relative tolerance: ‖Aᵀr‖ ≤ atol + rtol‖Aᵀb‖ or ‖r‖ ≤ atol + rtol‖b‖; None: 1e-6 in float64, 1e-4 in float32
          atol:float=0., # absolute tolerance
          maxiter:int|None=None, # iteration limit (one A and one Aᵀ product each); None: max(5 min(m, n), 20)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
-from .core import check_tensor, check_same, progress as _progress
+from .core import check_tensor, check_same, atomic_write, progress as _progress
 
 # %% auto #0
 __all__ = ['flatten_params', 'unflatten_params', 'filter_normalized_direction', 'plane_from_shifts', 'plane_coordinates',
@@ -272,5 +272,5 @@ def plot_surface(alphas, betas, # grid coordinates (1-D, increasing)
     ax2.set_xlim(float(alphas[0]), float(alphas[-1])); ax2.set_ylim(float(betas[0]), float(betas[-1]))
     if title: fig.suptitle(title)
     fig.tight_layout()
-    if out is not None: fig.savefig(out, dpi=150)
+    if out is not None: atomic_write(out, lambda p: fig.savefig(p, dpi=150))
     return fig

@@ -4,12 +4,13 @@
 
 # %% ../nbs/01_risk.ipynb #c3ae8744
 from __future__ import annotations
-import copy, functools, inspect
+import bisect, copy, functools, inspect, math, numbers
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import (DataLoader, Dataset, IterableDataset, TensorDataset, RandomSampler,
-                              SubsetRandomSampler, WeightedRandomSampler, default_collate)
+                              SubsetRandomSampler, WeightedRandomSampler, SequentialSampler, BatchSampler,
+                              default_collate)
 from torch.utils.data.distributed import DistributedSampler
 from torch.func import functional_call, jvp, vjp, vmap, grad as fgrad, grad_and_value
 from torch.autograd.function import once_differentiable
@@ -17,7 +18,8 @@ from fastcore.basics import patch
 from .core import check_tensor, check_same, check_positive
 
 # %% auto #0
-__all__ = ['LOSSES', 'check_eval_mode', 'Risk']
+__all__ = ['LOSSES', 'check_eval_mode', 'BaseRisk', 'Risk', 'LinearOperator', 'IdentityOperator', 'HessianOperator',
+           'MixedOperator']
 
 # %% ../nbs/01_risk.ipynb #58183f19
 def _mse(out, y):
@@ -205,8 +207,39 @@ def _once_differentiable(t: torch.Tensor) -> list:
         stack.extend(f for f, _ in n.next_functions)
     return found
 
+# %% ../nbs/01_risk.ipynb #8cc934cd
+class BaseRisk:
+    """The interface of a risk that `setsens.krylov`, `setsens.graphical` and `setsens.aif` rely on, implemented by `Risk`
+    and `setsens.distributed.DistributedRisk`; the operators `H`, `J`, `I` are built here, once, on the products."""
+    sharded: bool = False # True when the rows are split over processes: x_shape, jx, jxT see this process's rows
+
+    def _missing(self, what):
+        raise NotImplementedError(f"{type(self).__name__}: does not implement {what}, which a risk must provide (see BaseRisk)")
+    def value(self) -> torch.Tensor: self._missing('value()')
+    def grad(self) -> torch.Tensor: self._missing('grad()')
+    def grad_x(self) -> torch.Tensor: self._missing('grad_x()')
+    def hvp(self, V: torch.Tensor) -> torch.Tensor: self._missing('hvp(V)')
+    def jx(self, dX: torch.Tensor, idx=None) -> torch.Tensor: self._missing('jx(dX, idx)')
+    def jxT(self, U: torch.Tensor, idx=None) -> torch.Tensor: self._missing('jxT(U, idx)')
+    def data_mean(self, v: torch.Tensor) -> torch.Tensor: self._missing('data_mean(v)')
+    def allsum(self, t: torch.Tensor) -> torch.Tensor:
+        "The sum of `t` over the processes that share the data: `t` itself for one process."
+        return t
+    @property
+    def H(self) -> HessianOperator:
+        "The Hessian ∇²_w R as a (p, p) `LinearOperator`."
+        return HessianOperator(self)
+    @property
+    def J(self) -> MixedOperator:
+        "The mixed derivative ∇_X∇_w R as a (p, n·d) `LinearOperator` (this process's rows when `sharded`); `J.restrict(idx)` for rows idx only."
+        return MixedOperator(self)
+    @property
+    def I(self) -> IdentityOperator:
+        "The identity on parameter space (p, p), for damping: `risk.H + lam*risk.I`."
+        return IdentityOperator(self.p, self.dtype, self.device)
+
 # %% ../nbs/01_risk.ipynb #01032a1d
-class Risk:
+class Risk(BaseRisk):
     "The empirical risk R(w, X) (what the loss computes on all n rows; (1/n) Σ l(f(x_i; w), y_i) for a per-example loss) as a matrix-free operator at a stored (w, X)."
     MODES = ('rev_rev', 'fwd_rev', 'rev_rev_cached')
 
@@ -397,8 +430,8 @@ class Risk:
         if n == 0: raise ValueError(f"data: has no batches (no rows)")
         self._n, self._N = n, N
 
-    def _stream(self):
-        "(rows, X chunk, Y chunk) of a data source, moved to the parameters' device batch by batch; the rows must match the first pass."
+    def _stream(self, move=True):
+        "(rows, X chunk, Y chunk) of a data source, moved to the parameters' device batch by batch (`move=False`: left where they are); the rows must match the first pass."
         off = 0
         for i, batch in enumerate(self._raw_batches()):
             Xb, Yb = self._check_batch(i, batch)
@@ -406,7 +439,7 @@ class Risk:
             if off + b > self._n:
                 raise ValueError(f"data: has more than the {self._n} rows counted on the first pass; the data set "
                                  f"changed between passes (a Risk needs the same rows, in the same order, on every pass)")
-            yield slice(off, off + b), Xb.detach().to(self.device), Yb.detach().to(self.device)
+            yield (slice(off, off + b), Xb.detach().to(self.device), Yb.detach().to(self.device)) if move else (slice(off, off + b), Xb, Yb)
             off += b
         if off != self._n:
             raise ValueError(f"data: has {off} rows on this pass but {self._n} on the first; the data set changed "
@@ -436,6 +469,14 @@ class Risk:
     def Y(self) -> torch.Tensor|None:
         "The targets (n, ...); for a data source all batches concatenated on the parameters' device (a pass, not cached)."
         return self._Y if self._src is None else self._gather(1)
+    @property
+    def x_shape(self) -> torch.Size:
+        "The shape of X, (n, ...), without reading the data (for a data source: n from the first pass, rows from the first batch)."
+        return self._xshape
+    @property
+    def loss(self):
+        "The loss as `Risk` calls it (a string resolved to its function); None for `from_function`."
+        return self._loss
     @property
     def _xshape(self):
         return self._X.shape if self._src is None else torch.Size((self._n,) + self._spec[0])
@@ -770,14 +811,16 @@ class Risk:
         check_tensor(V, name)
         return V if V.ndim == 1 else V.T
 
-    def _dx(self, dX, name='dX'):
+    def _dx(self, dX, name='dX', rows=None):
+        "Validate ΔX shaped like X, or with `rows` (the length of idx) leading rows, plus an optional trailing batch axis."
         _is_tensor(dX, name)
-        xs = self._xshape
+        xs = self._xshape if rows is None else torch.Size((rows,) + tuple(self._xshape[1:]))
         if dX.shape != xs and (dX.ndim != len(xs) + 1 or dX.shape[:-1] != xs):
-            raise ValueError(f"{name}: expected shape {tuple(xs)} (like X) or {tuple(xs)} + (k,), got {tuple(dX.shape)}")
+            like = '(like X)' if rows is None else f'(one row per index in idx, rows shaped like X\'s)'
+            raise ValueError(f"{name}: expected shape {tuple(xs)} {like} or {tuple(xs)} + (k,), got {tuple(dX.shape)}")
         if self._src is None: check_same(dX, self._X, f'{name}, X')
         else: check_same(dX, self._w, f'{name}, parameters')   # streamed chunks of X are moved to the parameters' device
-        check_tensor(dX, name)
+        check_tensor(dX, name, nonempty=rows != 0)
         return dX, dX.ndim == len(xs) + 1
 
 # %% ../nbs/01_risk.ipynb #6e720549
@@ -866,16 +909,19 @@ def _sum_parts(parts):
     return out, vals
 
 @patch
-def jx(self: Risk, dX: torch.Tensor, # shaped like X, or X.shape + (k,)
+def jx(self: Risk, dX: torch.Tensor, # shaped like X (+ a trailing k axis); with `idx`: only the rows idx, (len(idx), ...) (+ k)
+       idx=None, # the perturbed rows K (ints in [0, n), no repeats); None: dX is X-shaped
        ) -> torch.Tensor:
-    "J ΔX = d/dt ∇_w R(w, X + tΔX)|_{t=0}: (p,), or (p, k) for a trailing k axis. Never forms J."
+    """J ΔX = d/dt ∇_w R(w, X + tΔX)|_{t=0}: (p,), or (p, k) for a trailing k axis. Never forms J. With `idx` only those
+    rows are read: by index from tensors, a map-style Dataset or a DataLoader over one; from a plain iterable of batches
+    (no random access) in one streamed pass that skips the batches without a row of idx."""
     self._state()
+    if idx is not None: return _jx_rows(self, dX, idx)
     dX, batched = self._dx(dX)
     if self._src is not None:   # streamed: chunks whose rows of dX are all zero are skipped
         parts = [_jx_chunk(self, self._w, dX[s].to(self.device), Xc, Yc, batched) for s, Xc, Yc in self._chunks()
                  if bool(dX[s].ne(0).any())]
-        if not parts:
-            return torch.zeros((self.p, dX.shape[-1]) if batched else (self.p,), dtype=self.dtype, device=self.device)
+        if not parts: return _zeros_p(self, dX, batched)
         out, vals = _sum_parts(parts)
         return _tr(self._finite(out*self._scale, vals, 'jx(dX)'), batched)
     X, Y = self._X, self._Y
@@ -883,11 +929,13 @@ def jx(self: Risk, dX: torch.Tensor, # shaped like X, or X.shape + (k,)
         nz = dX.reshape(self.n, -1).ne(0).any(1)
         if not bool(nz.all()):
             idx = nz.nonzero().squeeze(1)
-            if idx.numel() == 0:
-                return torch.zeros((self.p, dX.shape[-1]) if batched else (self.p,), dtype=self.dtype, device=self.device)
+            if idx.numel() == 0: return _zeros_p(self, dX, batched)
             X, Y, dX = X[idx], Y[idx], dX[idx]
     out, vals = _sum_parts(_jx_chunk(self, self._w, dX[s], Xc, Yc, batched) for s, Xc, Yc in self._chunks(X, Y))
     return _tr(self._finite(out*self._scale, vals, 'jx(dX)'), batched)
+
+def _zeros_p(self: Risk, dX, batched):
+    return torch.zeros((self.p, dX.shape[-1]) if batched else (self.p,), dtype=self.dtype, device=self.device)
 
 def _jxT_chunk(self: Risk, w, U, Xc, Yc, batched):
     "(J_cᵀ U for the chunk's rows, the chunk's loss value)."
@@ -899,9 +947,195 @@ def _jxT_chunk(self: Risk, w, U, Xc, Yc, batched):
 
 @patch
 def jxT(self: Risk, U: torch.Tensor, # (p,) or (p, k)
+        idx=None, # rows K: return only those rows of Jᵀ U (reading only them, see *Sparse perturbations*); None: all
         ) -> torch.Tensor:
-    "Jᵀ U, the adjoint of `jx`: shaped like X, or X.shape + (k,) for U (p, k). Never forms J."
+    "Jᵀ U, the adjoint of `jx`: shaped like X, or X.shape + (k,) for U (p, k); with `idx`, its rows idx, (len(idx), ...) (+ k), read as in `jx`. Never forms J."
     self._state()
     Ut = self._rhs(U, 'U')
+    if idx is not None: return _jxT_rows(self, U, Ut, idx)
     parts = [_jxT_chunk(self, self._w, Ut, Xc, Yc, U.ndim == 2) for _, Xc, Yc in self._chunks()]
     return self._finite(torch.cat([o for o, _ in parts])*self._scale, [v for _, v in parts], 'jxT(U)')
+
+# %% ../nbs/01_risk.ipynb #beb03ae5
+def _check_idx(idx, n: int, name: str='idx', allow_empty: bool=False) -> torch.Tensor:
+    "The row indices `idx` as a 1-D int64 CPU tensor: integers in [0, n), none repeated; errors name `name`."
+    if isinstance(idx, torch.Tensor): K = idx.detach()
+    else:
+        try: K = torch.as_tensor(idx)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"{name}: expected integer row indices (a sequence or tensor of ints), got {idx!r}") from None
+    if K.numel() and (K.dtype == torch.bool or K.is_floating_point() or K.is_complex()):
+        raise TypeError(f"{name}: expected integer row indices, got {K.dtype} values (a boolean mask? pass "
+                        f"mask.nonzero().squeeze(1))")
+    K = K.reshape(-1).to('cpu', torch.long)
+    if K.numel() == 0:
+        if allow_empty: return K
+        raise ValueError(f"{name}: the perturbed index set K is empty")
+    lo, hi = int(K.min()), int(K.max())
+    if lo < 0 or hi >= n: raise ValueError(f"{name}: indices must lie in [0, {n}), got {lo if lo < 0 else hi}")
+    u, c = K.unique(return_counts=True)
+    if bool((c > 1).any()): raise ValueError(f"{name}: repeated row indices {u[c > 1].tolist()[:10]}; list each row once")
+    return K
+
+@patch
+def _random_access(self: Risk):
+    "(dataset, collate) whose item i is row i of the data, or None: a plain iterable, or a loader that does not read its map-style dataset in order (custom sampler or batch sampler)."
+    if self._src_kind == 'dataset': return self._src, default_collate
+    L = self._src
+    if (self._src_kind == 'loader' and not isinstance(L.dataset, IterableDataset) and isinstance(L.sampler, SequentialSampler)
+            and type(L.batch_sampler) is BatchSampler and L.batch_sampler.sampler is L.sampler):
+        return L.dataset, L.collate_fn
+    return None
+
+@patch
+def _rows(self: Risk, K: torch.Tensor):
+    "(X_K, Y_K) on the parameters' device, reading only the rows K; None where the data have no random access."
+    if self._src is None:
+        Kd = K.to(self._X.device)
+        return self._X[Kd], (None if self._Y is None else self._Y[Kd])
+    ra = self._random_access()
+    if ra is None: return None
+    ds, collate = ra
+    if isinstance(ds, TensorDataset) and collate is default_collate: batch = tuple(t[K.to(t.device)] for t in ds.tensors)
+    else: batch = collate([ds[i] for i in K.tolist()])
+    Xb, Yb = self._check_batch('of the rows idx', batch)
+    return Xb.detach().to(self.device), Yb.detach().to(self.device)
+
+# %% ../nbs/01_risk.ipynb #64d7eeb5
+def _sparse_parts(self: Risk, K: torch.Tensor, f):
+    "[f(sel, X rows, Y rows)] over the rows K in chunks (`sel` indexes K): fetched by index where the data allow, else one streamed pass that skips every chunk without a row of K."
+    rows = self._rows(K)
+    if rows is not None:
+        return [f(torch.arange(s.start, s.stop), Xc, Yc) for s, Xc, Yc in self._chunks(*rows)]
+    order = K.argsort(); Ks = K[order].tolist(); parts = []
+    for s, Xb, Yb in self._stream(move=False):
+        lo, hi = bisect.bisect_left(Ks, s.start), bisect.bisect_left(Ks, s.stop)
+        if lo == hi: continue          # no perturbed row here: the batch is not moved, nor evaluated
+        sel = order[lo:hi]; loc = (K[sel] - s.start).to(Xb.device)
+        parts.append(f(sel, Xb[loc].to(self.device), Yb[loc].to(self.device)))
+    return parts
+
+def _jx_rows(self: Risk, dX, idx):
+    "J ΔX for ΔX given on the rows idx only."
+    K = _check_idx(idx, self.n, allow_empty=True)
+    dX, batched = self._dx(dX, rows=K.numel())
+    if K.numel() == 0: return _zeros_p(self, dX, batched)
+    if self._fn is not None:   # fn may couple the rows: J ΔX needs all of X (in memory), so ΔX is placed into n rows
+        full = dX.new_zeros(tuple(self._xshape) + tuple(dX.shape[len(self._xshape):]))
+        full[K.to(dX.device)] = dX
+        return self.jx(full)
+    f = lambda sel, Xc, Yc: _jx_chunk(self, self._w, dX[sel.to(dX.device)].to(self.device), Xc, Yc, batched)
+    out, vals = _sum_parts(_sparse_parts(self, K, f))
+    return _tr(self._finite(out*self._scale, vals, 'jx(dX, idx)'), batched)
+
+def _jxT_rows(self: Risk, U, Ut, idx):
+    "The rows idx of Jᵀ U."
+    K = _check_idx(idx, self.n, allow_empty=True)
+    batched = U.ndim == 2
+    shape = (K.numel(),) + tuple(self._xshape[1:]) + ((U.shape[1],) if batched else ())
+    if K.numel() == 0: return torch.zeros(shape, dtype=self.dtype, device=self.device)
+    if self._fn is not None: return self.jxT(U)[K.to(self.device)]
+    parts = _sparse_parts(self, K, lambda sel, Xc, Yc: (sel,) + tuple(_jxT_chunk(self, self._w, Ut, Xc, Yc, batched)))
+    out = torch.empty(shape, dtype=self.dtype, device=self.device)
+    for sel, o, _ in parts: out[sel.to(self.device)] = o
+    return self._finite(out*self._scale, [v for *_, v in parts], 'jxT(U, idx)')
+
+# %% ../nbs/01_risk.ipynb #ef1667bd
+class LinearOperator:
+    "A matrix-free linear map A (m×n) in torch: `A @ V` for V (n,) or (n, k), `A.T`, `A + B`, `c*A`, `to_scipy()`."
+    def __init__(self, shape: tuple, # (m, n)
+                 dtype: torch.dtype, device): # of the vectors it takes and returns
+        self.shape, self.dtype, self.device = (int(shape[0]), int(shape[1])), dtype, torch.device(device)
+    def _matmat(self, V): raise NotImplementedError(f"{type(self).__name__}: no product defined")
+    def _adjoint(self): raise TypeError(f"{type(self).__name__}: has no adjoint")
+    @property
+    def T(self) -> LinearOperator:
+        "The adjoint Aᵀ, an (n, m) operator."
+        return self._adjoint()
+    def __matmul__(self, V):
+        if not isinstance(V, torch.Tensor): return NotImplemented
+        m, n = self.shape
+        if V.ndim not in (1, 2) or V.shape[0] != n:
+            raise ValueError(f"V: the {type(self).__name__} of shape {self.shape} applies to ({n},) or ({n}, k), got {tuple(V.shape)}")
+        if V.dtype != self.dtype or V.device != self.device:
+            raise ValueError(f"V: is {V.dtype} on {V.device} but the operator works in {self.dtype} on {self.device}")
+        return self._matmat(V)
+    def __call__(self, V: torch.Tensor) -> torch.Tensor: return self @ V
+    def __add__(self, B):
+        if not isinstance(B, LinearOperator): return NotImplemented
+        if B.shape != self.shape: raise ValueError(f"B: cannot add operators of shapes {self.shape} and {B.shape}")
+        if (B.dtype, B.device) != (self.dtype, self.device):
+            raise ValueError(f"B: cannot add a {B.dtype} operator on {B.device} to a {self.dtype} one on {self.device}")
+        return _SumOperator(self, B)
+    def __mul__(self, c):
+        if isinstance(c, bool) or not isinstance(c, numbers.Real): return NotImplemented
+        if not math.isfinite(float(c)): raise ValueError(f"c: a factor of an operator must be finite, got {c}")
+        return _ScaledOperator(self, float(c))
+    __rmul__ = __mul__
+    def __neg__(self): return self*(-1.)
+    def __sub__(self, B): return self + (-B) if isinstance(B, LinearOperator) else NotImplemented
+    def to_dense(self) -> torch.Tensor:
+        "A as an (m, n) tensor, from n products with the unit vectors (small operators only)."
+        return self @ torch.eye(self.shape[1], dtype=self.dtype, device=self.device)
+    def to_scipy(self):
+        "A `scipy.sparse.linalg.LinearOperator` view: float64 numpy in and out, the products run in torch on `device`."
+        import numpy as np
+        from scipy.sparse.linalg import LinearOperator as SciPyOperator
+        def wrap(A):
+            def f(x):
+                t = torch.as_tensor(np.asarray(x, dtype=np.float64)).to(dtype=self.dtype, device=self.device)
+                return (A @ t).detach().to('cpu', torch.float64).numpy()
+            return f
+        try: adj = wrap(self.T)
+        except TypeError: adj = None
+        return SciPyOperator(self.shape, matvec=wrap(self), matmat=wrap(self), rmatvec=adj, rmatmat=adj, dtype=np.float64)
+    def __repr__(self): return f"{type(self).__name__}(shape={self.shape}, {self.dtype}, {self.device})"
+
+# %% ../nbs/01_risk.ipynb #b48ca800
+class IdentityOperator(LinearOperator):
+    "The identity I (n×n)."
+    def __init__(self, n: int, dtype, device): super().__init__((n, n), dtype, device)
+    def _matmat(self, V): return V
+    def _adjoint(self): return self
+
+class _ScaledOperator(LinearOperator):
+    "c·A."
+    def __init__(self, A, c): super().__init__(A.shape, A.dtype, A.device); self.A, self.c = A, c
+    def _matmat(self, V): return self.c*(self.A @ V)
+    def _adjoint(self): return _ScaledOperator(self.A.T, self.c)
+    def __repr__(self): return f"{self.c:g}*{self.A!r}"
+
+class _SumOperator(LinearOperator):
+    "A + B (e.g. the damped Hessian H + λI)."
+    def __init__(self, A, B): super().__init__(A.shape, A.dtype, A.device); self.A, self.B = A, B
+    def _matmat(self, V): return self.A @ V + self.B @ V
+    def _adjoint(self): return self.A.T + self.B.T
+    def __repr__(self): return f"({self.A!r} + {self.B!r})"
+
+# %% ../nbs/01_risk.ipynb #51d06dac
+class HessianOperator(LinearOperator):
+    "H = ∇²_w R of a risk as a symmetric (p, p) operator: `H @ V` is `risk.hvp(V)`."
+    def __init__(self, risk: BaseRisk):
+        super().__init__((risk.p, risk.p), risk.dtype, risk.device); self.risk = risk
+    def _matmat(self, V): return self.risk.hvp(V)
+    def _adjoint(self): return self
+
+class MixedOperator(LinearOperator):
+    "J = ∇_X∇_w R as a (p, N·d) operator on flattened ΔX (N rows: all of X, or the rows `idx`): `J @ v` is `risk.jx(v.reshape(...), idx)`."
+    def __init__(self, risk: BaseRisk, idx=None): # idx: restrict J to the rows idx (ints); None: all rows (this process's when sharded)
+        xs = tuple(risk.x_shape)
+        self.risk, self.idx = risk, None if idx is None else _check_idx(idx, xs[0], allow_empty=risk.sharded)
+        self.in_shape = ((xs[0] if idx is None else len(self.idx)),) + xs[1:]   # the shape of the ΔX it takes
+        super().__init__((risk.p, math.prod(self.in_shape)), risk.dtype, risk.device)
+    def _matmat(self, V): return self.risk.jx(V.reshape(self.in_shape + tuple(V.shape[1:])), self.idx)
+    def _adjoint(self): return _MixedAdjoint(self)
+    def restrict(self, idx) -> MixedOperator:
+        "J restricted to the rows idx of X: a (p, len(idx)·d) operator that reads only those rows."
+        if self.idx is not None: raise ValueError("idx: this operator is restricted already; restrict risk.J instead")
+        return MixedOperator(self.risk, idx)
+
+class _MixedAdjoint(LinearOperator):
+    "Jᵀ (N·d, p): `Jᵀ @ U` is `risk.jxT(U, idx)` flattened."
+    def __init__(self, J): super().__init__((J.shape[1], J.shape[0]), J.dtype, J.device); self.J = J
+    def _matmat(self, U): return self.J.risk.jxT(U, self.J.idx).reshape((self.shape[0],) + tuple(U.shape[1:]))
+    def _adjoint(self): return self.J

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 import sympy as sp
 from torch.func import grad, jacrev
-from .core import Result, results_markdown, check_tensor, check_same, check_positive
+from .core import Result, results_markdown, counts_markdown, check_tensor, check_same, check_positive, atomic_write
 from .sets import point_to_set_distance, excess, hausdorff
 from .graphical import (graphical_derivative, coderivative, lipschitz_modulus, influence_point,
                                training_stability, per_example_derivatives, eq14_matrices)
@@ -44,7 +44,7 @@ def toy_loss(w: torch.Tensor, # weights (..., 2) (any batch shape, for landscape
 
 # %% ../nbs/04_toy.ipynb #fc16fe60
 def toy_symbolic() -> dict:
-    "Exact (sympy) toy quantities: L, R = ∇_wL, ∇_wR, ∇_xR at (x̄, w̄), ranks, the solution sets, DS, D*S and the modulus."
+    "Exact (sympy) toy quantities: L, R = ∇_wL, ∇_wR, ∇_xR at (x̄, w̄), ranks, the solution sets, `DS`, `D*S` and the modulus."
     w1, w2, x1, x2, v1, v2, t = sp.symbols('w1 w2 x1 x2 v1 v2 t', real=True)
     y = [sp.Integer(2), sp.Integer(4)]
     w, x = sp.Matrix([w1, w2]), sp.Matrix([x1, x2])
@@ -178,27 +178,27 @@ def toy_results(a: dict) -> list[Result]:
     "The toy table: our numbers beside the paper's, with the reasons for differences."
     st = a['stability']
     return [
-        Result(_SEC, "Lipschitz modulus κ = |D*S(x̄|w̄)|⁺ = ‖∇_wR†∇_xR‖₂", a['kappa'], 0.2, rtol=0.01,
+        Result(_SEC, "Lipschitz modulus κ = |D*S(x̄|w̄)|⁺ = ‖∇_wR†∇_xR‖₂", a['kappa'], 0.2, rtol=0.01, kind='printed',
                note=f"exact 2/5 (sympy; also ‖∇c(x̄)‖/‖∇s(w̄)‖ from the exact map). The paper's own radius "
                     f"0.178 = κ·‖Δx‖ with ‖Δx‖ = 0.2√5 = {a['dx_norm']:.4f} implies κ = {0.178/a['dx_norm']:.3f}, "
                     f"not 0.2. Mixing eq. 16's sum Hessian with a 1/n-scaled ∇_xR gives {a['kappa_mixed']:.3g}: "
                     "a likely normalisation slip"),
-        Result(_SEC, "radius κ‖x̄ − x^p‖ of the expanded set (Fig. 2)", a['radius'], 0.178, rtol=0.01,
+        Result(_SEC, "radius κ‖x̄ − x^p‖ of the expanded set (Fig. 2)", a['radius'], 0.178, rtol=0.01, kind='printed',
                note="0.4·0.2√5 = 0.17889; equals d(w̄, w̄ + DS(Δx)) because Δx ∥ x̄ attains the sup"),
-        Result(_SEC, "d(w̄, w̄ + DS(x̄|w̄)(Δx)): exact distance to the estimated set", st.distance, 0.1746, rtol=0.01,
+        Result(_SEC, "d(w̄, w̄ + DS(x̄|w̄)(Δx)): exact distance to the estimated set", st.distance, 0.1746, rtol=0.01, kind='printed',
                note="the infimum over the whole estimated line 2v₁ + v₂ = 0.4 is 0.4/√5 = 0.17889; "
                     "no point of the estimated set lies closer, so the paper's 0.1746 cannot be a distance "
                     "to it (its points were not exactly on the line, e.g. an inexact w̄ or solver)"),
         Result(_SEC, f"min ‖w − w̄‖ over {len(st.samples)} sampled estimated solutions in B(w̄, {st.radius:g})",
-               st.min_sample_distance, 0.1746, rtol=0.01,
+               st.min_sample_distance, 0.1746, rtol=0.01, kind='printed',
                note="Algorithm 1 as the paper runs it; ≥ 0.17889 for every draw (random draw, seed 0)"),
-        Result(_SEC, "risk on x^p at w̄ (eq. 16 sum)", a['risk_wbar'], 0.4, rtol=1e-6,
+        Result(_SEC, "risk on x^p at w̄ (eq. 16 sum)", a['risk_wbar'], 0.4, rtol=1e-6, kind='printed',
                note=f"exact 0.08 + 0.32; with the mean of eq. 1 it would be {a['risk_wbar_mean']:.3g}"),
         Result(_SEC, "risk on x^p at the estimated solutions (mean over samples)", float(a['risk_samples'].mean()), 0.01,
-               atol=0.005, note=f"samples range {float(a['risk_samples'].min()):.4f}–{float(a['risk_samples'].max()):.4f}; "
+               atol=0.005, kind='printed', note=f"samples range {float(a['risk_samples'].min()):.4f}–{float(a['risk_samples'].max()):.4f}; "
                                 f"on the line within B(w̄, 0.2) the risk is 1.6(2.5 − w₁w₂)² ∈ [0.0105, 0.016], "
                                 f"minimum over the whole line {a['risk_line_min']:.4f}"),
-        Result(_SEC, "risk on x^p at the pseudo-inverse point of eq. 3", a['risk_if'], 0.012, rtol=0.05,
+        Result(_SEC, "risk on x^p at the pseudo-inverse point of eq. 3", a['risk_if'], 0.012, rtol=0.05, kind='printed',
                note=f"w_IF = w̄ − ∇_wR†∇_xRΔx = {[round(v, 4) for v in a['w_if'].tolist()]}, the minimum-norm member of the estimated set"),
         Result(_SEC, "exact new solution set S(x^p) = {w₁w₂ = c}: c", a['c_p'], None,
                note=f"c(x) = Σyᵢxᵢ/Σxᵢ²: {a['c_bar']:g} → {a['c_p']:g} (the paper shows it 'shifted upwards')"),
@@ -305,6 +305,6 @@ def toy_study(out: Path|str|None=None, # folder for toy_figure2.png / toy_figure
         out = Path(out); out.mkdir(parents=True, exist_ok=True)
         for name, f in [('toy_figure2.png', toy_figure2), ('toy_figure3.png', toy_figure3)]:
             fig = f(a, quick=quick)
-            fig.savefig(out/name, dpi=110 if quick else 150, bbox_inches='tight')
+            atomic_write(out/name, lambda p: fig.savefig(p, dpi=110 if quick else 150, bbox_inches='tight'))
             plt.close(fig)
     return res

@@ -9,7 +9,7 @@ from setsens.cases import (linear_basis, quadratic_basis, example_5_1_basis, fit
                            theorem_5_2_sensitivity, theorem_5_2_finite_n_term, gamma_ratio_sq, corollary_5_1_sensitivity,
                            corollary_5_1_asymptotic, theorem_5_4_ratio, theorem_5_1_conditions, theorem_5_1_population,
                            theorem_5_3_bound, example_5_1_constants, example_5_1_sensitivity, example_5_1_data, figure_2a,
-                           monte_carlo_table, THEOREM_5_1_REGIMES, cases_study)
+                           monte_carlo_table, THEOREM_5_1_REGIMES, cases_study, mc_power, rise_then_fall)
 
 torch.set_num_threads(1)
 F64 = torch.float64
@@ -162,8 +162,10 @@ def test_example_5_1_constants_and_bound():
         assert (1 + (X**2/4).amax(1)).mean().item() == pytest.approx(c['mean_jtj_norm'], rel=2e-3)
     u = sp.Symbol('u')
     assert sp.integrate(u**4/2, (u, -1, 1))/16 - sp.integrate(u**2/2, (u, -1, 1))**2/16 == sp.Rational(1, 180)
-    f = figure_2a(n=2000, M=6, reps=3)
-    assert (f['S'] <= f['bound']).all() and f['S'].argmax() not in (0, 5)
+    f = figure_2a(n=2000, M=6, reps=200)
+    assert (f['S'] <= f['bound']).all()
+    sh = rise_then_fall(f['values'])                       # paired over repetitions: not an argmax of a few draws
+    assert sh['z_first_step'] > 3 and sh['z_rise'] > 3 and sh['z_fall'] > 3, sh
     X, y, Xe, _ = example_5_1_data(torch.Generator().manual_seed(4), 1000, 5, .1)
     q = example_5_1_sensitivity(X[:, :3], y, Xe[:, :3])
     assert q['S'] == pytest.approx(eq6_sensitivity(example_5_1_basis, X[:, :3], y, Xe[:, :3]), rel=1e-10)
@@ -178,6 +180,23 @@ def test_cases_study_quick():
     res = cases_study(quick=True)
     assert res[0].within and len(res) > 10
     assert all(math.isfinite(float(r.ours)) for r in res)
+    mc = [r for r in res if r.se is not None]
+    assert len(mc) == 17 and all(r.kind in ('simulation', 'claim') and r.n_se == 3 and r.rtol is None for r in mc)
+    # no row that our own note calls wrong is counted as agreeing; our own formulas agree within 3 SE
+    wrong = [r for r in mc if 'printed form, wrong' in r.note]
+    assert len(wrong) == 3 and not any(r.within for r in wrong)
+    assert all(r.within for r in mc if 'derived form' in r.note or 'form, confirmed' in r.note)
+    # power: each wrong form lies at least 6 SE from the right one, so the 3-SE test rejects it
+    assert all(float(r.note.split('expected to differ; ')[1].split(' SE')[0]) >= 6 for r in wrong)
+
+def test_mc_power_and_shape_helpers():
+    rows = [dict(case='c', formula='right', closed=1.0, se=.1, check='match'),
+            dict(case='c', formula='wrong', closed=1.5, se=.1, check='differ')]
+    assert mc_power(rows) == {'c: wrong': pytest.approx(5.)}
+    v = np.array([[1., 2., 1.5], [1.1, 2.2, 1.4], [0.9, 1.9, 1.6]])
+    sh = rise_then_fall(v)
+    assert sh['argmax'] == 2 and sh['z_rise'] > 3 and sh['z_fall'] > 3
+    with pytest.raises(ValueError, match='values'): rise_then_fall(np.ones(3))
 
 def test_bad_inputs():
     with pytest.raises(ValueError, match='m'): corollary_5_1_sensitivity(11, 10, 1., 1.)

@@ -17,7 +17,7 @@ def test_sharded_equals_single(single, world, sizes):
     multi = spawn_loopback(sharded_products, world, sizes)
     assert multi['shift_converged'] and single['shift_converged']
     keys = [k for k, v in single.items() if isinstance(v, torch.Tensor)]
-    assert {'grad', 'hvp', 'jx', 'jxT', 'shift', 'set'} <= set(keys)
+    assert {'grad', 'hvp', 'jx', 'jxT', 'shift', 'set', 'jx_idx', 'damped_op'} <= set(keys)
     for k in keys:
         scale = float(single[k].abs().max()) or 1.
         torch.testing.assert_close(multi[k], single[k], rtol=0, atol=1e-10*scale, msg=f'{k} differs')

@@ -169,7 +169,13 @@ def test_shift_reduces_perturbed_loss_on_tiny_subset(resnet):
         warnings.simplefilter("ignore", RuntimeWarning)
         T = table1_shifts(risk, [P], maxiter=12, track=False)
     L = row_losses(model, risk.w, X, Y, P, {'eq14': T['dw_eq14'][:, 0], 'mean': T['dw_mean'][:, 0]})
-    assert float(T['rel_residual'][0]) < 1
+    # MINRES from 0 never raises the residual (`< 1` cannot fail): compare with independent computations instead
+    b = risk.jx(P.full(X)[..., None])
+    true_res = float(torch.linalg.vector_norm(risk.hvp(T['dw_mean']) + b))
+    assert abs(true_res - float(T['info'].resnorm)) <= 1e-2*float(b.norm())        # the reported residual is the real one
+    Hb = risk.hvp(b)
+    one_step = float((b - (b*Hb).sum()/(Hb*Hb).sum()*Hb).norm()/b.norm())           # best multiple of b: one Krylov step
+    assert float(T['rel_residual'][0]) <= one_step*(1 + 1e-3) and one_step < 1
     assert L['eq14']['perturbed'] < 0.9*L['w_bar']['perturbed']
     assert L['eq14']['perturbed'] < L['mean']['perturbed'] <= L['w_bar']['perturbed']*1.001
 

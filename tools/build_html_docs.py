@@ -11,7 +11,8 @@ to their pages. `index.ipynb` becomes `index.html`.
 
     python tools/build_html_docs.py --out _site [--only 00_sets 04_toy] [--workers 2] [--full]
 
-`--full` runs the notebooks at full size (without IN_TEST); the default is the CI sizes.
+`--full` runs the notebooks at full size (without IN_TEST); the default is the CI sizes. `--stored` executes nothing
+and renders the outputs committed in the notebooks (`make nb-outputs` stores them), which is what `nbdev_docs` shows.
 """
 from __future__ import annotations
 import argparse, html, json, os, re, shutil, subprocess, sys, time
@@ -208,7 +209,15 @@ def nav(secs, current: str, titles: dict, labels: dict|None=None) -> str:
     parts.append('</nav>')
     return ''.join(parts)
 
-def build(out: Path, only: list[str]|None=None, workers: int=2, full: bool=False) -> dict:
+def stored(nb_path: Path, dest: Path) -> tuple[str, float, str]:
+    "Copy `nb_path` with its stored outputs (as `nbdev_docs` renders it, without executing); the error text says when it has none."
+    nb = json.loads(nb_path.read_text())
+    code = [c for c in nb['cells'] if c['cell_type'] == 'code' and not c['source'][:1] == ['#| export\n']]
+    dest.write_text(json.dumps(nb))
+    ok = any(c.get('outputs') for c in code) or not code
+    return nb_path.name, 0., '' if ok else 'no stored outputs (run make nb-outputs)'
+
+def build(out: Path, only: list[str]|None=None, workers: int=2, full: bool=False, use_stored: bool=False) -> dict:
     import nbformat
     import jupyter_server_mathjax
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
@@ -220,7 +229,7 @@ def build(out: Path, only: list[str]|None=None, workers: int=2, full: bool=False
     if only: nbs = [p for p in nbs if p.stem in only or p.name in only]
     work = out/'_executed'; work.mkdir(exist_ok=True)
     with ThreadPoolExecutor(workers) as ex:
-        res = list(ex.map(lambda p: execute(p, work/p.name, full), nbs))
+        res = list(ex.map(lambda p: stored(p, work/p.name) if use_stored else execute(p, work/p.name, full), nbs))
     errors = {n: e for n, _, e in res if e}
     for n, s, e in res: print(f"  executed {n:<18} {s:6.1f} s {'FAILED' if e else ''}", flush=True)
     titles = {p.name: _title(json.loads((work/p.name).read_text()), p.stem)[0] for p in nbs if (work/p.name).exists()}
@@ -239,9 +248,10 @@ def main(argv=None):
     ap.add_argument('--only', nargs='*')
     ap.add_argument('--workers', type=int, default=2)
     ap.add_argument('--full', action='store_true', help='run notebooks at full size (no IN_TEST)')
+    ap.add_argument('--stored', action='store_true', help='do not execute: render the outputs stored in the notebooks (what nbdev_docs shows)')
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
-    m = build(a.out, a.only, a.workers, a.full)
+    m = build(a.out, a.only, a.workers, a.full, a.stored)
     print(f"built {len(m['pages'])} pages in {a.out} ({time.perf_counter() - t0:.0f} s)")
     for n, e in m['errors'].items(): print(f'--- {n} failed:\n{e}', file=sys.stderr)
     return 1 if m['errors'] else 0

@@ -4,23 +4,29 @@
 
 # %% ../nbs/30_cli.ipynb #666a7f5b
 from __future__ import annotations
-import argparse, contextlib, importlib, json, os, signal, stat, sys, tempfile, time, traceback
+import argparse, contextlib, inspect, json, os, signal, stat, sys, tempfile, time, traceback
 from pathlib import Path
 import torch
 from .core import Result, results_markdown, counts_markdown, data_dir, atomic_write
+from .toy import toy_study
+from .dfcnn import dfcnn_study
+from .resnet_study import resnet_study
+from .aif import aif_study
+from .cases import cases_study
+from .kernels import kernels_study
+from .dro import dro_study
 
 # %% auto #0
 __all__ = ['STUDIES', 'REPORT_TITLE', 'run_study', 'write_report', 'main']
 
 # %% ../nbs/30_cli.ipynb #c17b9bcf
-STUDIES = {
-    'toy':    [('setsens.toy', 'toy_study')],
-    'dfcnn':  [('setsens.dfcnn', 'dfcnn_study')],
-    'resnet': [('setsens.resnet_study', 'resnet_study')],
-    'aif':    [('setsens.aif', 'aif_study')],
-    'cases':  [('setsens.cases', 'cases_study'), ('setsens.kernels', 'kernels_study'), ('setsens.dro', 'dro_study')],
+STUDIES = {                     # a subcommand -> the study functions it runs, in order
+    'toy':    [toy_study],
+    'dfcnn':  [dfcnn_study],
+    'resnet': [resnet_study],
+    'aif':    [aif_study],
+    'cases':  [cases_study, kernels_study, dro_study],
 }
-_TAKES_DEVICE = {'resnet_study', 'aif_study'}
 
 def run_study(name: str, # a key of `STUDIES`
               out: Path|None=None, # folder for the figures (created if absent)
@@ -31,10 +37,9 @@ def run_study(name: str, # a key of `STUDIES`
     if name not in STUDIES: raise ValueError(f"name: unknown study {name!r}; choose from {sorted(STUDIES)}")
     if out is not None: Path(out).mkdir(parents=True, exist_ok=True)   # every study gets its folder, whether or not it makes it
     results = []
-    for mod, fn in STUDIES[name]:
-        f = getattr(importlib.import_module(mod), fn)
+    for f in STUDIES[name]:
         kw = dict(out=out, quick=quick)
-        if fn in _TAKES_DEVICE: kw['device'] = device
+        if 'device' in inspect.signature(f).parameters: kw['device'] = device
         results += list(f(**kw))
     return results
 

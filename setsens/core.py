@@ -10,8 +10,9 @@ import torch
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['KINDS', 'data_dir', 'check_tensor', 'check_same', 'check_positive', 'check_count', 'in_test', 'default_device',
-           'progress', 'Result', 'md_cell', 'results_markdown', 'result_counts', 'counts_markdown', 'atomic_write']
+__all__ = ['KINDS', 'data_dir', 'check_tensor', 'check_precision', 'check_same', 'check_positive', 'check_count', 'in_test',
+           'default_device', 'progress', 'Result', 'md_cell', 'results_markdown', 'result_counts', 'counts_markdown',
+           'atomic_write']
 
 # %% ../nbs/00_core.ipynb #1f61bd51
 def _candidates(start: Path):
@@ -57,6 +58,8 @@ def check_tensor(x, name: str, # the value and the argument name used in message
     "Check that `x` is a tensor fit for the public API; raise `TypeError`/`ValueError` naming `name`."
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if x.device.type == 'meta':
+        raise ValueError(f"{name}: is on the meta device (a shape without values); pass real data on the CPU or a GPU")
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
         if x.ndim not in allowed:
@@ -67,6 +70,17 @@ def check_tensor(x, name: str, # the value and the argument name used in message
         raise ValueError(f"{name}: is empty (shape {tuple(x.shape)})")
     if finite and x.is_floating_point() and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name}: contains NaN or Inf")
+    return x
+
+def check_precision(x, name: str, # the tensor (or its dtype) and the argument name used in messages
+                    what: str="torch.linalg's SVD and pseudo-inverse", # the computation that needs more precision
+                   ):
+    "Raise `TypeError` naming `name` and the dtype for float16/bfloat16, which `what` does not support."
+    dtype = x.dtype if isinstance(x, torch.Tensor) else x
+    if dtype in (torch.float16, torch.bfloat16):
+        raise TypeError(f"{name}: half precision ({dtype}) is not supported: {what} have no half-precision kernels "
+                        f"and its rounding unit ({torch.finfo(dtype).eps:.1e}) would swamp the rank decisions; cast "
+                        f"with .float() (float32) or .double() (float64)")
     return x
 
 def check_same(a: torch.Tensor, b: torch.Tensor, names: str, # e.g. "C, D"

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from .core import check_tensor, check_same, check_positive, check_count, in_test, progress, Result, atomic_write
-from .aif import _check_p, _check_xy, _check_real, _check_risk, _conjugate
+from .aif import _check_p, _check_xy, _check_real, _conjugate
 
 # %% auto #0
 __all__ = ['dro_weights', 'DAIFInfo', 'distributional_aif', 'emp_linear', 'emp_inner_pga', 'DROFitInfo', 'dro_linear_regression',
@@ -60,38 +60,45 @@ class DAIFInfo:
     rule: str # "exact" or "theorem"
     scale: float # Ê‖x‖_p
     factor: float # n^{(1−u)/u}
-    worst: int # J = argmax_i ‖∇_x l_i‖_q
-    weights: torch.Tensor # w_i (n,)
+    worst: int # J = argmax_i ‖∇_x l_i‖_q (an index into the whole data set, over every shard)
+    weights: torch.Tensor # w_i (n,), over the whole data set
     solver: object # the `KrylovInfo` of `solution_shift`
     converged: bool
 
-def distributional_aif(risk, # a `setsens.risk.Risk` at θ̂ (per-example losses)
+def _all_rows(risk, v: torch.Tensor) -> tuple[torch.Tensor, int]:
+    "Per-example values `v` of this process's rows for the whole data set, and where this process's rows start (a sharded risk: gathered over its group)."
+    if not getattr(risk, 'sharded', False): return v, 0
+    import torch.distributed as dist
+    parts = [None]*dist.get_world_size(risk.group)
+    dist.all_gather_object(parts, v.detach().cpu(), group=risk.group)   # n scalars: one per example
+    return torch.cat(parts).to(v.device), sum(len(t) for t in parts[:dist.get_rank(risk.group)])
+
+def distributional_aif(risk, # a `setsens.risk.Risk` at θ̂ (per-example losses), or a `setsens.distributed.DistributedRisk`
                        p: float|str=2, # the l_p norm of the transport cost
                        u: float|str=1, # the Wasserstein order, u ∈ [1, ∞]
                        *, rule: str="exact", # "exact": the derivative of Lemma 6.1's EMP problem; "theorem": eq. 8 as printed
-                       scale: float|None=None, # the radius scale (None: Ê‖x‖_p over risk.X)
-                       rtol: float|None=None, maxiter: int|None=None,
+                       scale: float|None=None, # the radius scale (None: Ê‖x‖_p over the whole data set, as in `aif`)
+                       rtol: float|None=None, maxiter: int|None=None, # the solver's, as in `aif`
                       ) -> tuple[torch.Tensor, DAIFInfo]:
     "Theorem 6.1's distributional AIF −Ĥ⁻¹ n^{(1−u)/u} Ê‖x‖_p Σᵢ wᵢ ∇_{x,θ}lᵢ φᵢ: w = e_J for u = 1, Hölder weights for u > 1."
-    from setsens.aif import adversarial_direction, _grad_x, _solve_shift
-    p, u = _check_p(p), _check_u(u)
-    _check_risk(risk)
-    X = risk.X; n = risk.n
-    G = _grad_x(risk)                                            # finite, or an error naming the risk
-    c = torch.linalg.vector_norm(G.reshape(n, -1), ord=_conjugate(p), dim=1)
+    from setsens.aif import _aif_setup, _solve_shift
+    u = _check_u(u)
+    if rule not in ('exact', 'theorem'): raise ValueError(f"rule: expected 'exact' or 'theorem', got {rule!r}")
+    at = _aif_setup(risk, p, scale=scale, rtol=rtol)          # p, the risk, Ê‖x‖_p over every shard, rtol, φ_i, ∇_x l_i
+    G, n = at.grad_x, risk.n
+    c, start = _all_rows(risk, torch.linalg.vector_norm(G.reshape(G.shape[0], -1), ord=_conjugate(at.p), dim=1))
     if bool((c == 0).all()): raise ValueError("risk: every ∇_x l_i vanishes; the distributional AIF is zero and J is undefined")
     w = dro_weights(c, u, rule)
-    phi = adversarial_direction(G, p)
-    s = float(torch.linalg.vector_norm(X.reshape(n, -1), ord=p, dim=1).mean()) if scale is None else check_positive(scale, 'scale', strict=False)
+    wl = w[start:start + G.shape[0]]                          # this process's rows
+    K = torch.nonzero(wl).flatten()                           # u = 1 or "theorem": the worst point J alone
     root_n = n**(1/u) if u < math.inf else 1.
-    dX = (root_n*s)*w.reshape(-1, *[1]*(X.ndim - 1))*phi        # J ΔX carries the mean's 1/n: n^{1/u}/n = n^{(1−u)/u}
-    if not bool(torch.isfinite(dX).all()):
-        raise ValueError(f"scale: the attack ΔX = n^(1/u)·scale·w_i·φ_i overflows (scale = {s:g}, n^(1/u) = {root_n:g}); use a smaller scale")
-    if rtol is None: rtol = 1e-10 if torch.finfo(risk.dtype).eps < 1e-10 else 1e-5
-    dw, info = _solve_shift(risk, dX, 0., rtol, maxiter)       # `solution_shift` (MINRES, the mean's 1/n), as in `aif`
+    dXK = (root_n*at.scale)*wl[K].reshape(-1, *[1]*(G.ndim - 1))*at.phi[K]   # J ΔX carries the mean's 1/n: n^{1/u}/n = n^{(1−u)/u}
+    if not bool(torch.isfinite(dXK).all()):
+        raise ValueError(f"scale: the attack ΔX = n^(1/u)·scale·w_i·φ_i overflows (scale = {at.scale:g}, n^(1/u) = {root_n:g}); use a smaller scale")
+    dw, info = _solve_shift(risk, dXK, 0., at.rtol, maxiter, idx=K.tolist())   # `aif`'s solve, on the rows K only
     conv = bool(torch.as_tensor(info.converged).all())
     if not conv: warnings.warn("distributional_aif: the Hessian solve did not converge", RuntimeWarning)
-    return dw, DAIFInfo(u, p, rule, s, root_n/n, int(torch.argmax(c)), w, info, conv)
+    return dw, DAIFInfo(u, at.p, rule, at.scale, root_n/n, int(torch.argmax(c)), w, info, conv)
 
 # %% ../nbs/13_dro.ipynb #41b79bf3
 def emp_linear(beta: torch.Tensor, # coefficients (d,)

@@ -8,7 +8,7 @@ import math, operator, time, warnings
 from dataclasses import dataclass, fields, replace
 import torch
 from torch.func import grad, jacrev, vmap
-from .core import check_tensor, check_same, check_positive, check_count
+from .core import check_tensor, check_same, check_positive, check_count, check_precision
 from .sets import AffineSet, hausdorff, _real
 from .risk import _check_idx
 
@@ -20,17 +20,17 @@ __all__ = ['graphical_derivative', 'coderivative', 'lipschitz_modulus', 'per_exa
 # %% ../nbs/03_graphical.ipynb #5b9c2e67
 def _check_pair(dwR, dxR):
     "Validate the pair (∇_wR, ∇_xR); errors name the argument."
-    _real(check_tensor(dwR, 'dwR', ndim=2), 'dwR')   # complex: refused (the modulus is for real H, J)
+    check_precision(_real(check_tensor(dwR, 'dwR', ndim=2), 'dwR'), 'dwR')   # complex: refused (the modulus is for real H, J)
     if dwR.shape[0] != dwR.shape[1]:
         raise ValueError(f"dwR: ∇_w R must be square (p, p), got shape {tuple(dwR.shape)}")
-    _real(check_tensor(dxR, 'dxR', ndim=2), 'dxR')
+    check_precision(_real(check_tensor(dxR, 'dxR', ndim=2), 'dxR'), 'dxR')
     if dxR.shape[0] != dwR.shape[0]:
         raise ValueError(f"dxR: expected {dwR.shape[0]} rows (one per parameter, like dwR), "
                          f"got shape {tuple(dxR.shape)}")
     check_same(dwR, dxR, 'dwR, dxR')
 
 def _check_vec(v, name, n, like, other='dwR'):
-    _real(check_tensor(v, name, ndim=1), name)
+    check_precision(_real(check_tensor(v, name, ndim=1), name), name)
     if v.shape[0] != n: raise ValueError(f"{name}: expected shape ({n},), got {tuple(v.shape)}")
     check_same(like, v, f'{other}, {name}')
 
@@ -256,6 +256,7 @@ def _weighted_dX(risk, dX, idx, weighting):
     xs = tuple(risk.x_shape)   # this process's rows (all rows unless the risk is sharded, see `setsens.distributed`)
     sharded = risk.sharded     # a rank of a sharded risk may hold none of the perturbed points
     check_tensor(dX, 'dX', nonempty=not sharded); check_same(dX, risk.w, 'dX, risk.w')
+    dX = dX.detach()   # a dX that requires grad would make the solve record every Krylov iteration in its graph
     n, d = xs[0], len(xs)
     K = _index(idx, n, allow_empty=sharded)
     if K is None:
@@ -337,6 +338,7 @@ def solution_shift(risk, # a `setsens.risk.Risk` (any `BaseRisk`) at (x̄, w̄)
     dXw, K = _weighted_dX(risk, dX, idx, weighting)
     b = -risk.jx(dXw, K)
     if check and bool((b != 0).any()): setup_check(risk, b)   # ΔX = 0: Δw = 0 (plus x0's ker-H part), nothing to check
+    if isinstance(x0, torch.Tensor): x0 = x0.detach()         # no autograd graph through the iterations (as for dX)
     return _solver(solver)(_operator(risk, lam), b, x0,
                            **_solve_kwargs(solver, risk, rtol, maxiter, time_budget, progress, solver_kwargs))
 

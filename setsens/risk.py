@@ -78,6 +78,10 @@ def _bad_labels(y, C, ignore, ignore_ok):
     if ignore is not None: bad = (bad & (y != ignore)) if ignore_ok else (bad | (y == ignore))
     return bad
 
+def _as_labels(y):
+    "Integer or bool class labels as torch.long, the dtype torch's cross-entropy / NLL read (others: unchanged)."
+    return y if y.is_floating_point() or y.is_complex() or y.dtype == torch.long else y.long()
+
 def _class_loss(loss):
     "For torch's cross-entropy / NLL (module, `F` function or a `functools.partial` of one): (the same loss with reduction='sum', class weights, ignore_index); else None."
     if isinstance(loss, (nn.CrossEntropyLoss, nn.NLLLoss)):
@@ -90,6 +94,24 @@ def _class_loss(loss):
     if f is F.cross_entropy or f is F.nll_loss:
         kw['reduction'] = 'sum'
         return (lambda out, y: f(out, y, **kw)), kw.get('weight'), kw.get('ignore_index', -100)
+    return None
+
+_ELEMENTWISE = (nn.MSELoss, nn.L1Loss, nn.HuberLoss, nn.SmoothL1Loss, nn.BCELoss, nn.BCEWithLogitsLoss)
+_ELEMENTWISE_F = (F.mse_loss, F.l1_loss, F.huber_loss, F.smooth_l1_loss, F.binary_cross_entropy,
+                  F.binary_cross_entropy_with_logits)
+
+def _elementwise_sum(loss):
+    "For torch's elementwise losses (MSE, L1, Huber, smooth L1, BCE; module, `F` function or `functools.partial` of one): the same loss with reduction='sum'; else None. Its mean is that sum / the elements, which also avoids torch 2.14's 'ZeroTensors are immutable' in forward-over-reverse through F.mse_loss's mean (pytorch#123996)."
+    if isinstance(loss, _ELEMENTWISE):
+        s = copy.copy(loss); s.reduction = 'sum'   # a shallow copy: the user's module keeps its reduction
+        return s
+    f, kw = loss, {}
+    if isinstance(loss, functools.partial):
+        if loss.args: return None
+        f, kw = loss.func, dict(loss.keywords)
+    if any(f is g for g in _ELEMENTWISE_F):
+        kw['reduction'] = 'sum'
+        return lambda out, y: f(out, y, **kw)
     return None
 
 def _target_count(y, weight, ignore_index) -> float:
@@ -194,18 +216,23 @@ def _suspects(model: nn.Module, k=3) -> str:
 
 _ONCE = once_differentiable(lambda ctx, *g: g).__code__   # the code of every @once_differentiable backward
 
-def _once_differentiable(t: torch.Tensor) -> list:
-    "Names of the custom autograd.Functions in the graph of `t` whose backward is marked @once_differentiable."
-    seen, stack, found = set(), [t.grad_fn], []
+def _custom_functions(t: torch.Tensor) -> tuple[list, list]:
+    "Names of the custom autograd.Functions in the graph of `t`: (those whose backward is marked @once_differentiable, the others)."
+    seen, stack, once, other = set(), [t.grad_fn], [], []
     while stack:
         n = stack.pop()
         if n is None or n in seen: continue
         seen.add(n)
         cls = getattr(n, '_forward_cls', None)
-        if cls is not None and getattr(getattr(cls, 'backward', None), '__code__', None) is _ONCE and cls.__name__ not in found:
-            found.append(cls.__name__)
+        if cls is not None:
+            found = once if getattr(getattr(cls, 'backward', None), '__code__', None) is _ONCE else other
+            if cls.__name__ not in found: found.append(cls.__name__)
         stack.extend(f for f, _ in n.next_functions)
-    return found
+    return once, other
+
+def _once_differentiable(t: torch.Tensor) -> list:
+    "Names of the custom autograd.Functions in the graph of `t` whose backward is marked @once_differentiable."
+    return _custom_functions(t)[0]
 
 # %% ../nbs/01_risk.ipynb #8cc934cd
 class BaseRisk:
@@ -261,6 +288,7 @@ class Risk(BaseRisk):
         self.reduction = self._stated(loss, _check_reduction(reduction))   # None: the probe decides (per-example or refused)
         cl = _class_loss(self._loss) if self.reduction == 'mean' else None
         self._sum_loss, self._cw, self._ci = cl if cl is not None else (None, None, None)
+        self._esum = _elementwise_sum(self._loss) if self.reduction == 'mean' else None   # mean = sum / elements
         named = dict(model.named_parameters())
         names = self._select(named, params)
         self._set_params({k: named[k] for k in names}, 'model')
@@ -336,6 +364,9 @@ class Risk(BaseRisk):
     def _set_params(self, d, argname):
         ts = list(d.values())
         t0 = ts[0]
+        if t0.device.type == 'meta':
+            raise ValueError(f"{argname}: its parameters are on the meta device (shapes without values); materialise them "
+                             "first, e.g. model.to_empty(device='cpu') and then load_state_dict")
         if not t0.is_floating_point(): raise TypeError(f"{argname}: parameters must be floating, got {t0.dtype}")
         for k, t in d.items():
             if t.dtype != t0.dtype or t.device != t0.device:
@@ -365,6 +396,7 @@ class Risk(BaseRisk):
                                 f"complex; pass real targets")
             check_tensor(Y, 'Y', floating=False)
             if Y.requires_grad: Y = Y.detach()
+            if self._rule is not None and self._rule[0] == 'class': Y = _as_labels(Y)   # int32/int16/bool labels -> long
         self._X, self._Y = X, Y
 
     @staticmethod
@@ -395,6 +427,7 @@ class Risk(BaseRisk):
             what = type(batch).__name__ + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else '')
             raise ValueError(f"data: batch {i} is a {what}, expected a pair (X, y) of tensors")
         Xb, Yb = batch
+        if self._rule is not None and self._rule[0] == 'class': Yb = _as_labels(Yb)   # int32/int16/bool labels -> long
         if Xb.ndim < 1 or Yb.ndim < 1 or Xb.shape[0] != Yb.shape[0] or Xb.shape[0] == 0:
             raise ValueError(f"data: batch {i} has inputs {tuple(Xb.shape)} and targets {tuple(Yb.shape)}; expected "
                              f"the same positive number of rows (leading axis) in both")
@@ -576,6 +609,7 @@ class Risk(BaseRisk):
         "This chunk's share of R/scale over its b rows: Σ l_i (per-example), b·mean ('mean'), the sum ('sum'; cross-entropy 'count')."
         k = self._kind
         if k == 'count': return self._sum_loss(out, Yc)
+        if k == 'mean' and self._esum is not None: return self._esum(out, Yc)/(out.numel()//b)   # b·mean over b·e elements
         l = self._loss(out, Yc)
         shape = tuple(l.shape) if isinstance(l, torch.Tensor) else type(l).__name__
         if k is None and isinstance(l, torch.Tensor) and l.shape == (b,):   # the probe: an unstated loss is per-example
@@ -655,7 +689,16 @@ class Risk(BaseRisk):
             if not yd.is_floating_point:
                 raise TypeError(f"{'data' if src else 'Y'}: {name} is a regression loss and needs real floating targets, "
                                 f"got {yd} (class labels go with 'cross_entropy' / nn.CrossEntropyLoss; numbers: Y.to(X.dtype))")
+            yrows = tuple(self._spec[2]) if src else tuple(self._Y.shape[1:])
+            if self._loss is not _mse and yrows != tuple(out.shape[1:]):   # 'mse' reshapes Y to the output itself
+                raise ValueError(f"{'data' if src else 'Y'}: target rows of shape {yrows} against model output rows of "
+                                 f"shape {tuple(out.shape[1:])}: {name} would broadcast them (to all pairs of rows for "
+                                 f"(n,) against (n, 1)); reshape the targets to the output, e.g. Y.reshape(out.shape)")
             return
+        if yd.is_floating_point and out.ndim >= 2 and len(self._spec[2] if src else self._Y.shape[1:]) == out.ndim - 2:
+            raise TypeError(f"{'data' if src else 'Y'}: {name} reads floating targets ({yd}) as class probabilities "
+                            f"shaped like the output {tuple(out.shape[1:])} per row, but these are shaped like class "
+                            f"labels; pass class labels as integers: Y.long()")
         if yd.is_floating_point or out.ndim < 2: return   # class probabilities (soft labels): the loss checks their shape
         C, ok = out.shape[1], self._kind in ('count', 'sum')
         if not src:
@@ -726,15 +769,43 @@ class Risk(BaseRisk):
                              f"is exact")
 
     def _check_twice_differentiable(self, Xp, Yp):
-        "Refuse a loss whose graph on the probe rows passes through a custom autograd.Function with a @once_differentiable backward: torch.func would return H V = 0 without an error."
+        "Refuse a loss whose graph on the probe rows passes through a custom autograd.Function with a @once_differentiable backward (torch.func would return H V = 0 without an error), or through one whose H v disagrees with a difference of gradients (`_check_custom_backward`)."
         with torch.enable_grad():
             w = self._w.detach().requires_grad_()
-            once = _once_differentiable(self._fsum(w, Xp, Yp))
+            once, custom = _custom_functions(self._fsum(w, Xp, Yp))
         if once:
             raise ValueError(f"model: the loss is not twice differentiable: its graph passes through the custom "
                              f"autograd.Function {', '.join(once)}, whose backward is marked @once_differentiable, so "
                              f"Hessian-vector products and J dX would be silently 0; write its backward in differentiable "
                              f"torch operations without @once_differentiable (or give the Function a double backward)")
+        if custom: self._check_custom_backward(Xp, Yp, ', '.join(custom))
+
+    def _check_custom_backward(self, Xp, Yp, names):
+        "A graph through custom autograd.Functions (`names`): H v on the probe rows must agree with a central difference of the gradient, (g(w + hv) − g(w − hv))/2h, beyond that difference's own error (its change from step h to 2h)."
+        fix = (f"write the backward of {names} in differentiable torch operations on its inputs (not on .detach()ed "
+               f"tensors, numpy or .data), or mark it @once_differentiable (then Risk refuses it by that mark)")
+        w = self._w.detach()
+        v = torch.randn(w.shape, generator=torch.Generator().manual_seed(0), dtype=w.dtype).to(w.device)
+        v = v/v.abs().max()
+        g = lambda w_: fgrad(self._fsum)(w_, Xp, Yp)
+        try:
+            g0, gfn = vjp(g, w)
+            hv = gfn(v)[0]
+            h = torch.finfo(w.dtype).eps**(1/3)*max(1., float(w.abs().max()))
+            fd = [(g(w + s*v) - g(w - s*v))/(2*s) for s in (h, 2*h)]
+        except RuntimeError as e:
+            raise ValueError(f"model: the gradient or Hessian-vector product of the loss through the custom autograd."
+                             f"Function {names} fails under torch.func ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}); {fix}") from e
+        err, noise = float((hv - fd[0]).norm()), float((fd[0] - fd[1]).norm())
+        size = float(hv.norm()) + float(fd[0].norm())
+        floor = torch.finfo(w.dtype).eps**0.5*size + 16*torch.finfo(w.dtype).eps*float(g0.norm())/h
+        if err > 4*noise + floor:
+            raise ValueError(f"model: the loss is not twice differentiable as torch.func computes it: its graph passes "
+                             f"through the custom autograd.Function {names}, and on the probe rows H·v differs from a "
+                             f"central difference of the gradient by {err:.3g} (‖H·v‖ = {float(hv.norm()):.3g}, the "
+                             f"difference's own error ≈ {noise:.3g}), so Hessian-vector products and J dX would be "
+                             f"silently wrong; {fix}")
 
     def _slices(self, n=None):
         n = self.n if n is None else n
@@ -864,6 +935,10 @@ def _fwd_ad(cols, *args):
         if 'forward AD' not in str(e): raise
         raise NotImplementedError(f"hvp_mode='fwd_rev' needs forward-mode derivatives of every op in the model/loss, "
                                   f"and PyTorch lacks one here; use hvp_mode='rev_rev'. PyTorch said: {e}") from e
+    except RuntimeError as e:
+        if 'ZeroTensor' not in str(e): raise
+        raise RuntimeError(f"hvp_mode='fwd_rev' hit a PyTorch forward-AD bug in an op of the model/loss (pytorch#123996, "
+                           f"e.g. F.mse_loss with reduction='mean'); use hvp_mode='rev_rev'. PyTorch said: {e}") from e
 
 def _tr(out, batched):
     "(k, ...) stacked columns -> trailing axis."

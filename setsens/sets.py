@@ -6,7 +6,7 @@
 from __future__ import annotations
 import math, numbers
 import torch
-from .core import check_tensor, check_same, check_positive
+from .core import check_tensor, check_same, check_positive, check_precision
 
 # %% auto #0
 __all__ = ['MEMORY_BUDGET', 'AffineSet', 'point_to_set_distance', 'excess', 'hausdorff']
@@ -59,8 +59,8 @@ class AffineSet:
                  basis: torch.Tensor, # (p, r) spanning directions, any rank (r may be 0)
                  rtol: float|None=None, # singular values ≤ rtol·σ_max count as zero; None: max(p, r)·eps
                 ):
-        point = _real(check_tensor(point, 'point', ndim=1), 'point')
-        basis = _real(check_tensor(basis, 'basis', ndim=2, nonempty=False), 'basis')
+        point = check_precision(_real(check_tensor(point, 'point', ndim=1), 'point'), 'point')
+        basis = check_precision(_real(check_tensor(basis, 'basis', ndim=2, nonempty=False), 'basis'), 'basis')
         p, r = basis.shape
         if p != point.shape[0]:
             raise ValueError(f"basis: expected shape ({point.shape[0]}, r) to match point's {point.shape[0]} coordinates, got {tuple(basis.shape)}")

@@ -292,3 +292,54 @@ def test_not_converged_is_reported():
     with pytest.warns(RuntimeWarning, match='not converged'):
         _, info = robust_fit(risk, 0.1, 2, outer='gd', lr=1e-3, max_iter=2)
     assert not info.converged and info.grad_norm > 0
+
+def test_blobs_mlp_weights_do_not_depend_on_the_default_dtype():
+    "The notebook (float64 default) and the CLI (float32 default) must train the same network: weights drawn in float64."
+    from setsens.aif import _blobs_mlp
+    old = torch.get_default_dtype()
+    try:
+        built = {}
+        for dt in (torch.float32, torch.float64):
+            torch.set_default_dtype(dt)
+            built[dt] = _blobs_mlp()
+    finally:
+        torch.set_default_dtype(old)
+    r32, r64 = built[torch.float32], built[torch.float64]
+    assert r32.dtype == r64.dtype == torch.float64
+    assert torch.equal(r32.w, r64.w) and torch.equal(r32.X, r64.X) and torch.equal(r32.Y, r64.Y)
+    # the old construction (float32 draw, then .to(float64)) gives other weights: the test can tell them apart
+    torch.manual_seed(0)
+    old_first = nn.Linear(2, 8, dtype=torch.float32).weight.double()
+    assert not torch.equal(old_first.reshape(-1), r64.w[:16])
+
+
+def _sharded_zero_tol(rank, world, sizes):
+    "aif with zero_tol on rank `rank`'s shard of a linear regression: the threshold must use the largest gradient of every shard."
+    from setsens.distributed import DistributedRisk, shard
+    from setsens.aif import _linreg_data, _linreg_risk
+    X, y = _linreg_data(30, generator=torch.Generator().manual_seed(3))
+    w = torch.linalg.lstsq(X, y[:, None]).solution[:, 0]
+    dr = DistributedRisk(_linreg_risk(shard(X, rank, world, sizes), shard(y, rank, world, sizes), w))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        I, info = aif(dr, 2, zero_tol=0.5, method='dense')
+    return dict(I=I, zero=torch.tensor(len(info.zero_grad)))
+
+def test_zero_tol_is_relative_to_the_largest_gradient_of_every_shard():
+    from setsens.distributed import spawn_loopback
+    from setsens.aif import _linreg_data, _linreg_risk
+    X, y = _linreg_data(30, generator=torch.Generator().manual_seed(3))
+    risk = _linreg_risk(X, y)
+    r = (y - X @ risk.w).abs()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        I, info = aif(risk, 2, zero_tol=0.5, method='dense')
+    # by hand: ∇_x l_i = −r_i θ, so ‖∇_x l_i‖_∞ ≤ ½ max_j ‖∇_x l_j‖_∞ exactly when |r_i| ≤ ½ max_j |r_j|
+    assert set(info.zero_grad.tolist()) == set(torch.nonzero(r <= 0.5*r.max()).flatten().tolist())
+    glob = r <= 0.5*r.max()
+    def local_rule(k):                                   # the threshold from each rank's own largest gradient (the bug)
+        return torch.cat([r[:k] <= 0.5*r[:k].max(), r[k:] <= 0.5*r[k:].max()])
+    k = next(k for k in range(2, 29) if not torch.equal(local_rule(k), glob))   # a split where the two rules differ
+    sizes = [k, 30 - k]
+    multi = spawn_loopback(_sharded_zero_tol, 2, sizes)
+    torch.testing.assert_close(multi['I'], I, rtol=1e-10, atol=1e-12)

@@ -14,15 +14,12 @@ from setsens.core import Result
 @pytest.fixture
 def study(monkeypatch):
     "Replace every study by a stand-in whose behaviour a test sets; records the calls."
-    mod = types.ModuleType('setsens_test_fake_study')
     state = dict(calls=[], action=None)
     def run(out=None, quick=False):
         state['calls'].append(Path(out))
         if state['action']: state['action'](Path(out))
         return [Result('fake', 'x', 1.0, paper=1.0, rtol=0.1)]
-    mod.run = run
-    monkeypatch.setitem(sys.modules, mod.__name__, mod)
-    for k in list(cli.STUDIES): monkeypatch.setitem(cli.STUDIES, k, [(mod.__name__, 'run')])
+    for k in list(cli.STUDIES): monkeypatch.setitem(cli.STUDIES, k, [run])
     return state
 
 

@@ -91,3 +91,48 @@ def test_bad_inputs():
     lin = torch.nn.Linear(3, 1, bias=False).double(); lin.weight.data.zero_()
     zero = Risk(lin, lambda o, t: (o.squeeze(-1) - t)**2, X, y)   # β = 0: every ∇_x l vanishes
     with pytest.raises(ValueError, match='vanishes'): distributional_aif(zero, 2, 1)
+
+# --- a sharded risk gives the unsharded distributional AIF (the weights from every shard's c_i, J on any rank) ---
+
+def _sharded_daif(rank, world, sizes, n=40, seed=6):
+    "distributional_aif for u = 1, 2, ∞ on rank `rank`'s shard of `_linear_problem(n, seed)` (run on every rank)."
+    from setsens.distributed import DistributedRisk, shard
+    X, y, b, risk = _linear_problem(n, seed)
+    loc = Risk(risk.model, lambda o, t: (o.squeeze(-1) - t)**2, shard(X, rank, world, sizes), shard(y, rank, world, sizes))
+    dr = DistributedRisk(loc)
+    out = {}
+    for u in (1, 2, math.inf):
+        I, info = distributional_aif(dr, 2, u, rtol=1e-12)
+        out[f'I{u}'], out[f'w{u}'] = I, info.weights
+        out[f'J{u}'], out[f'scale{u}'], out[f'conv{u}'] = (torch.tensor(info.worst), torch.tensor(info.scale, dtype=F64),
+                                                       torch.tensor(info.converged))
+    return out
+
+def test_sharded_equals_unsharded():
+    from setsens.distributed import spawn_loopback
+    X, y, b, risk = _linear_problem(40, 6)
+    J = int((y - X @ b).abs().argmax())
+    assert 0 < J < 39                                   # so that the split below puts J first on rank 1
+    for world, sizes in [(2, [J, 40 - J]), (3, [7, 21, 12])]:
+        multi = spawn_loopback(_sharded_daif, world, sizes)
+        for u in (1, 2, math.inf):
+            I, info = distributional_aif(risk, 2, u, rtol=1e-12)
+            assert bool(multi[f'conv{u}']) and info.converged
+            scale = float(I.abs().max())
+            torch.testing.assert_close(multi[f'I{u}'], I, rtol=0, atol=1e-10*scale, msg=f'u = {u}, world {world}')
+            torch.testing.assert_close(multi[f'w{u}'], info.weights, rtol=0, atol=1e-14)
+            assert int(multi[f'J{u}']) == info.worst == J
+            assert float(multi[f'scale{u}']) == pytest.approx(X.norm(dim=1).mean().item(), rel=1e-14)
+
+def test_solve_reads_only_the_weighted_rows(monkeypatch):
+    "u = 1 (and rule='theorem') perturbs the worst point alone: `aif`'s solve gets one row and idx = [J], not an X-shaped ΔX."
+    import setsens.aif as A
+    X, y, b, risk = _linear_problem(30, 7)
+    J = int((y - X @ b).abs().argmax())
+    seen, orig = [], A._solve_shift
+    def spy(risk, dX, *args, **kw):
+        seen.append((tuple(dX.shape), list(kw.get('idx'))))
+        return orig(risk, dX, *args, **kw)
+    monkeypatch.setattr(A, '_solve_shift', spy)
+    distributional_aif(risk, 2, 1); distributional_aif(risk, 2, 2, rule='theorem'); distributional_aif(risk, 2, 2)
+    assert seen == [((1, 3), [J]), ((1, 3), [J]), ((30, 3), list(range(30)))]

@@ -24,12 +24,9 @@ LIST_SIZES = (5, 3, 3)   # 'batches': a plain list of uneven (X, y) batches, as 
 
 
 # PyTorch bug (pytorch/pytorch#123996, fix in PR #197723, unreleased in 2.14): jvp(grad(F.mse_loss(.., reduction='mean')))
-# divides an efficient ZeroTensor (the target's missing tangent) in place inside mse_loss_double_backward. Risk's
-# `_fwd_ad` turns only NotImplementedError into advice, so every fwd_rev product with nn.MSELoss() fails with it.
-MSE_MEAN_FWD_REV = ("torch 2.14 bug pytorch#123996: forward-over-reverse through F.mse_loss(reduction='mean') raises "
-                    "'RuntimeError: ZeroTensors are immutable'; Risk(hvp_mode='fwd_rev') neither works around it nor "
-                    "reports it with advice (use hvp_mode='rev_rev')")
-
+# divides an efficient ZeroTensor (the target's missing tangent) in place inside mse_loss_double_backward. Risk evaluates
+# the mean of torch's elementwise losses as their reduction='sum' copy / elements (which takes no such path), so every
+# fwd_rev product with nn.MSELoss() is tested below like the others; `_fwd_ad` turns the error, if met elsewhere, into advice.
 
 # ------------------------------------------------------------------------------------------------ the oracle
 def oracle(model, loss, X, Y, names):
@@ -158,10 +155,10 @@ def test_jxT(case, risk):
 
 
 @pytest.mark.parametrize('mode', ['fwd_rev', 'rev_rev_cached'])
-def test_other_modes_vmapped(case, source, mode, request):
-    "Forward-over-reverse and cached reverse-over-reverse products, right-hand sides batched with vmap, against the same oracle."
-    if mode == 'fwd_rev' and isinstance(case.loss, nn.MSELoss) and case.loss.reduction == 'mean':
-        request.applymarker(pytest.mark.xfail(strict=True, raises=RuntimeError, reason=MSE_MEAN_FWD_REV))
+def test_other_modes_vmapped(case, source, mode):
+    """Forward-over-reverse and cached reverse-over-reverse products, right-hand sides batched with vmap, against the same
+    oracle. (fwd_rev with nn.MSELoss's mean met torch 2.14's 'ZeroTensors are immutable' (pytorch#123996) until Risk
+    evaluated an elementwise mean as its sum-reduced copy / elements.)"""
     r = make_risk(case, source, hvp_mode=mode, vectorize=True)
     g = torch.Generator().manual_seed(4)
     V, U = torch.randn(r.p, K, dtype=D, generator=g), torch.randn(r.p, K, dtype=D, generator=g)

@@ -1,0 +1,256 @@
+"""setsens.attribution against float64 oracles: dense `torch.func.hessian` + `torch.linalg.pinv`/`solve`, dense SVD of
+H⁺J_K, `graphical.lipschitz_modulus`, and bad inputs."""
+import warnings
+from functools import lru_cache
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, hessian, jacrev, vmap
+from setsens.risk import Risk
+from setsens.graphical import SetupWarning, lipschitz_modulus
+from setsens.attribution import pinv_solve, influence_scores, sensitivity_modulus, worst_poisoning
+
+f64 = torch.float64
+
+
+def rel(a, b):
+    return float(torch.linalg.vector_norm(torch.as_tensor(a, dtype=f64) - torch.as_tensor(b, dtype=f64))
+                 / torch.linalg.vector_norm(torch.as_tensor(b, dtype=f64)))
+
+
+@lru_cache(None)
+def interp_mlp():
+    "3-6-2 tanh MLP interpolating 6 points (MSE): Hessian of rank 12 of 38; range J ⊆ range H."
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 2)).double()
+    X, Y = torch.randn(6, 3, generator=g, dtype=f64), torch.randn(6, 2, generator=g, dtype=f64)
+    opt = torch.optim.LBFGS(net.parameters(), max_iter=3000, tolerance_grad=1e-15, tolerance_change=0,
+                            line_search_fn='strong_wolfe')
+    def closure():
+        opt.zero_grad(); l = 0.5*((net(X) - Y)**2).sum(1).mean(); l.backward(); return l
+    for _ in range(5): opt.step(closure)
+    r = Risk(net, 'mse', X, Y)
+    Rf = lambda w: 0.5*((functional_call(net, r.unflatten(w), (X,)) - Y)**2).sum(1).mean()
+    for _ in range(8):
+        w = r.w
+        r = r.at(w=w - torch.linalg.pinv(hessian(Rf)(w), hermitian=True, rtol=1e-10) @ grad(Rf)(w))
+    return r, hessian(Rf)(r.w)
+
+
+@lru_cache(None)
+def dup_mlp():
+    """4-6-2 tanh MLP whose 4th input copies the 3rd, 30 points (not interpolating): H singular, per-example gradients ≠ 0.
+    Eigenvalues |θ|: 16 below 4e-15 (the kernel), two at 2e-11 (a flat direction), then 3.9e-7 and up: oracles use
+    rtol=1e-9, inside the gap."""
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(36, 3, generator=g, dtype=f64); X = torch.cat([X, X[:, 2:]], 1)
+    Y = torch.randn(36, 2, generator=g, dtype=f64)
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2)).double()
+    opt = torch.optim.LBFGS(net.parameters(), max_iter=1000, history_size=50, tolerance_grad=1e-13, tolerance_change=0,
+                            line_search_fn='strong_wolfe')
+    def closure():
+        opt.zero_grad(); l = 0.5*((net(X[:30]) - Y[:30])**2).sum(1).mean(); l.backward(); return l
+    opt.step(closure)
+    r = Risk(net, 'mse', X[:30], Y[:30])
+    rowl = lambda w, x, y: 0.5*((functional_call(net, r.unflatten(w), (x[None],)) - y[None])**2).sum()
+    G = lambda X_, Y_: vmap(grad(rowl), (None, 0, 0))(r.w, X_, Y_)
+    Rf = lambda w: vmap(rowl, (None, 0, 0))(w, r.X, r.Y).mean()
+    for _ in range(10):                                                 # Newton polish
+        w = r.w
+        r = r.at(w=w - torch.linalg.pinv(hessian(Rf)(w), hermitian=True, rtol=1e-12) @ grad(Rf)(w))
+    assert float(r.grad().norm()) < 1e-9
+    G = lambda X_, Y_: vmap(grad(rowl), (None, 0, 0))(r.w, X_, Y_)
+    return r, hessian(Rf)(r.w), G, X[30:], Y[30:]
+
+
+def dense_J(r):
+    "J = ∂_X ∇_w R, (p, n, d), by `jacrev` of the gradient."
+    return jacrev(lambda X_: grad(lambda w: r._fsum(w, X_, r.Y)*r._scale)(r.w))(r.X)
+
+
+# -- the solve ---------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('kw,ref', [
+    ({}, lambda H: torch.linalg.pinv(H, hermitian=True)),
+    ({'damping': 1e-3}, lambda H: torch.linalg.inv(H + 1e-3*torch.eye(H.shape[0], dtype=f64))),
+    ({'rank_rtol': 1e-1}, lambda H: torch.linalg.pinv(H, hermitian=True, rtol=1e-1)),
+    ({'rank_rtol': 1e-2, 'damping': 1e-1}, None)])
+def test_pinv_solve_dense(kw, ref):
+    r, H = interp_mlp()
+    B = torch.randn(r.p, 3, dtype=f64, generator=torch.Generator().manual_seed(2))
+    x, info = pinv_solve(r, B, **kw)
+    if ref is None:                      # cut-off on the eigenvalues of H, then (θ + λ)⁻¹ on the rest
+        ev, V = torch.linalg.eigh(H)
+        k = ev.abs() > 1e-2*ev.abs().max()
+        expect = V[:, k] @ ((V[:, k].T @ B)/(ev[k] + 1e-1)[:, None])
+    else: expect = ref(H) @ B
+    assert rel(x, expect) < 1e-9
+    assert info.status == 'converged' and bool(info.converged.all())
+    x1, _ = pinv_solve(r, B[:, 0], **kw)
+    assert x1.shape == (r.p,) and rel(x1, expect[:, 0]) < 1e-9
+
+
+def test_pinv_solve_kernel_and_residuals():
+    r, H = interp_mlp()
+    B = torch.randn(r.p, 2, dtype=f64, generator=torch.Generator().manual_seed(3))
+    _, info = pinv_solve(r, B)
+    dense_rank = int(torch.linalg.matrix_rank(H, hermitian=True))
+    assert dense_rank == 12 and info.kernel_dim_estimate == r.p - dense_rank
+    assert bool(info.invariant.all()) and float(info.normres.max()) < 1e-9
+
+
+def test_pinv_solve_powers():
+    r, H = interp_mlp()
+    B = torch.randn(r.p, dtype=f64, generator=torch.Generator().manual_seed(4))
+    (x1, x2), _ = pinv_solve(r, B, powers=(1, 2))
+    Hp = torch.linalg.pinv(H, hermitian=True)
+    assert rel(x1, Hp @ B) < 1e-9 and rel(x2, Hp @ Hp @ B) < 1e-8
+
+
+def test_not_converged_is_reported():
+    r, *_ = dup_mlp()
+    B = torch.randn(r.p, dtype=f64, generator=torch.Generator().manual_seed(5))
+    with pytest.warns(RuntimeWarning, match='did not converge'):
+        _, info = pinv_solve(r, B, maxiter=3)
+    assert info.status == 'maxiter' and not bool(info.converged.all())
+    with pytest.warns(RuntimeWarning, match='did not converge'):
+        _, ainfo = influence_scores(r, lambda w: w.pow(2).sum(), maxiter=3)
+    assert ainfo.solve.status == 'maxiter'
+
+
+# -- influence scores ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('kind,damping,rank_rtol', [('remove', 0., 1e-9), ('upweight', 0., 1e-9),
+                                                    ('remove', 1e-2, None), ('upweight', 0., 1e-3)])
+def test_influence_scores_dense(kind, damping, rank_rtol):
+    r, H, G, Xt, Yt = dup_mlp()
+    S, info = influence_scores(r, (Xt, Yt), kind=kind, damping=damping, rank_rtol=rank_rtol)
+    if damping: Hinv = torch.linalg.inv(H + damping*torch.eye(r.p, dtype=f64))
+    else: Hinv = torch.linalg.pinv(H, hermitian=True, rtol=rank_rtol)
+    up = -G(Xt, Yt) @ Hinv @ G(r.X, r.Y).T
+    expect = up if kind == 'upweight' else -up/r.n
+    assert S.shape == (len(Xt), r.n) and rel(S, expect) < 1e-8
+    assert info.kind == kind and info.solve.status == 'converged'
+    if not damping: assert info.solve.kernel_dim_estimate == r.p - int(torch.linalg.matrix_rank(H, hermitian=True, rtol=rank_rtol))
+
+
+def test_influence_callable_query_and_chunks():
+    r, H, G, Xt, Yt = dup_mlp()
+    q = lambda w: functional_call(r.model, r.unflatten(w), (Xt,))[:, 0]          # m = 6 logits
+    S, _ = influence_scores(r, q, chunk=7, rhs_chunk=4, rank_rtol=1e-9)
+    Gq = jacrev(q)(r.w)
+    assert rel(S, Gq @ torch.linalg.pinv(H, hermitian=True, rtol=1e-9) @ G(r.X, r.Y).T / r.n) < 1e-8
+
+
+def test_influence_dataloader_risk():
+    r, H, G, Xt, Yt = dup_mlp()
+    dl = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(r.X, r.Y), batch_size=8)
+    rl = Risk(r.model, 'mse', dl).at(w=r.w)                                     # the model holds the L-BFGS weights
+    S, _ = influence_scores(rl, (Xt, Yt), rank_rtol=1e-9)
+    assert rel(S, G(Xt, Yt) @ torch.linalg.pinv(H, hermitian=True, rtol=1e-9) @ G(r.X, r.Y).T / r.n) < 1e-8
+
+
+def test_influence_from_function_mean_and_coupled():
+    g = torch.Generator().manual_seed(6)
+    X, Y = torch.randn(40, 5, generator=g, dtype=f64), torch.randint(0, 3, (40,), generator=g)
+    X = torch.cat([X, X[:, :1]], 1)                                                # a duplicated feature: singular H
+    fn = lambda P, X_, Y_: F.cross_entropy(X_ @ P['W'].T, Y_)
+    W = torch.zeros(3, 6, dtype=f64, requires_grad=True)
+    opt = torch.optim.LBFGS([W], max_iter=2000, tolerance_grad=1e-13, tolerance_change=0, line_search_fn='strong_wolfe')
+    def closure():
+        opt.zero_grad(); l = fn({'W': W}, X, Y) + 1e-2*W.pow(2).sum(); l.backward(); return l
+    opt.step(closure)
+    fr = lambda P, X_, Y_: fn(P, X_, Y_) + 1e-2*P['W'].pow(2).sum()
+    r = Risk.from_function(fr, {'W': W.detach().clone()}, X, Y)
+    S, info = influence_scores(r, (X[:3], Y[:3]), warn=False)
+    rowl = lambda w, x, y: fr({'W': w.view(3, 6)}, x[None], y[None])
+    Gr = vmap(grad(rowl), (None, 0, 0))(r.w, X, Y)
+    H = hessian(lambda w: fr({'W': w.view(3, 6)}, X, Y))(r.w)
+    assert rel(S, Gr[:3] @ torch.linalg.pinv(H, hermitian=True) @ Gr.T / 40) < 1e-8
+    coupled = Risk.from_function(lambda P, X_, Y_: fn(P, X_, Y_)**2, {'W': W.detach().clone()}, X, Y)
+    with pytest.raises(ValueError, match='couples its rows'):
+        influence_scores(coupled, (X[:3], Y[:3]), warn=False)
+
+
+# -- bad input ---------------------------------------------------------------------------------------------------------
+def test_bad_queries():
+    r, H, G, Xt, Yt = dup_mlp()
+    with pytest.raises(ValueError, match='query: its gradient .* is zero'):
+        influence_scores(r, lambda w: 0*w.sum() + 1.)
+    with pytest.warns(RuntimeWarning, match='zero gradient'):
+        S, info = influence_scores(r, lambda w: torch.stack([w[0]*w[1], 0*w[0] + 3.]))
+    assert float(info.query_grad_norms[1]) == 0 and float(S[1].abs().max()) == 0
+    with pytest.warns(RuntimeWarning, match='equal training rows'):
+        _, info = influence_scores(r, (torch.cat([Xt[:1], r.X[4:5]]), torch.cat([Yt[:1], r.Y[4:5]])))
+    assert info.test_in_train == [(1, 4)]
+    with pytest.raises(TypeError, match='query'): influence_scores(r, 'test')
+    with pytest.raises(ValueError, match='query: X_test rows'): influence_scores(r, (Xt[:, :3], Yt))
+    with pytest.raises(ValueError, match='query: must return'): influence_scores(r, lambda w: torch.ones(2, 2, dtype=f64) @ w[:2, None])
+
+
+def test_bad_arguments():
+    r, *_ = dup_mlp()
+    q = lambda w: w.pow(2).sum()
+    with pytest.raises(ValueError, match='kind'): influence_scores(r, q, kind='delete')
+    with pytest.raises(ValueError, match='damping'): influence_scores(r, q, damping=-1.)
+    with pytest.raises(ValueError, match='rank_rtol'): influence_scores(r, q, rank_rtol=1.5)
+    with pytest.raises((ValueError, TypeError), match='maxiter'): pinv_solve(r, r.w, maxiter=0)
+    with pytest.raises(ValueError, match='B'): pinv_solve(r, r.w[:3])
+    with pytest.raises((ValueError, TypeError), match='idx'): sensitivity_modulus(r, [0, 99])
+    with pytest.raises((ValueError, TypeError), match='iters'): worst_poisoning(r, [0], iters=0)
+
+
+def test_not_stationary_warns():
+    r, H, G, Xt, Yt = dup_mlp()
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', SetupWarning)
+        _, info = influence_scores(r, (Xt, Yt))                                    # trained: no warning
+    assert info.grad_ratio < 0.1
+    with pytest.warns(SetupWarning, match='not a stationary point'):
+        _, info = influence_scores(r.at(w=r.w + 1e-2), (Xt, Yt))
+    assert info.grad_ratio > 0.1
+
+
+# -- moduli and the worst direction ------------------------------------------------------------------------------------
+def test_modulus_per_point_dense():
+    r, H = interp_mlp()
+    J, Hp = dense_J(r), torch.linalg.pinv(H, hermitian=True)
+    kap = sensitivity_modulus(r)
+    expect = torch.stack([torch.linalg.matrix_norm(Hp @ J[:, i], 2) for i in range(r.n)])
+    assert rel(kap, expect) < 1e-7
+    sub = sensitivity_modulus(r, points=[5, 2], group=1)
+    assert rel(sub, expect[[5, 2]]) < 1e-7
+
+
+def test_modulus_set_dense_and_lipschitz():
+    r, H = interp_mlp()
+    J = dense_J(r)
+    K = [0, 3, 5]
+    JK = J[:, K].reshape(r.p, -1)
+    k = sensitivity_modulus(r, K)
+    assert abs(k - float(torch.linalg.matrix_norm(torch.linalg.pinv(H, hermitian=True) @ JK, 2))) < 1e-7*k
+    assert abs(k - lipschitz_modulus(H, JK)) < 1e-7*k                             # range J_K ⊆ range H here
+    kd = sensitivity_modulus(r, K, damping=1e-2)
+    assert abs(kd - float(torch.linalg.matrix_norm(torch.linalg.inv(H + 1e-2*torch.eye(r.p, dtype=f64)) @ JK, 2))) < 1e-7*kd
+
+
+def test_worst_poisoning_dense():
+    r, H = interp_mlp()
+    J, Hp = dense_J(r), torch.linalg.pinv(H, hermitian=True)
+    K = [1, 4]
+    A = Hp @ J[:, K].reshape(r.p, -1)
+    U, S, Vh = torch.linalg.svd(A)
+    P = worst_poisoning(r, K)
+    assert P.converged and abs(P.modulus - float(S[0])) < 1e-8*float(S[0])
+    v = P.dX[K].reshape(-1)
+    assert abs(float(v.norm()) - 1) < 1e-12 and float(P.dX[[0, 2, 3, 5]].abs().max()) == 0
+    assert abs(abs(float(Vh[0] @ v)) - 1) < 1e-8
+    assert rel(P.dw, -A @ v) < 1e-8 and abs(float(P.dw.norm()) - float(S[0])) < 1e-8*float(S[0])
+
+
+def test_power_iteration_not_converged_warns():
+    r, _ = interp_mlp()
+    with pytest.warns(RuntimeWarning, match='power iteration did not settle'):
+        P = worst_poisoning(r, [0, 1, 2, 3, 4, 5], iters=2, tol=1e-14)
+    assert not P.converged

@@ -9,8 +9,11 @@ medians, so every ratio in a table was measured side by side):
    `HessianLinearOperator` matvec, k right-hand sides (vmap) vs a loop, and the peak memory of an
    HVP over up to 1024 images with `batch_size=64` vs unchunked, on the real pretrained ResNet-56
    and CIFAR-10 images.
-2. `benchmarks/krylov.py`: HVPs and wall time to ‖H(Hv + b)‖ ≤ 1e-4 ‖Hb‖ for minres, cgls, lsqr
-   and curvlinops' `LSMRInverseLinearOperator`, and 16 right-hand sides batched vs one by one.
+2. `benchmarks/krylov.py`: first setsens `minres` against SciPy's MINRES at equal products on the
+   N = 2000 singular PSD system (float64, one thread; wall ratio with each one's dense product, with
+   the same torch product, and the per-iteration overhead; batched vs looped right-hand sides; issue 17:
+   goal ≤ 1.2×), then HVPs and wall time to ‖H(Hv + b)‖ ≤ 1e-4 ‖Hb‖ for minres, cgls, lsqr and
+   curvlinops' `LSMRInverseLinearOperator`, and 16 right-hand sides batched vs one by one.
 
     python benchmarks/engine.py [--quick] [--device cpu|cuda]
 

@@ -21,10 +21,25 @@ run it with atol = btol = conlim = 0 and bisect on maxiter, checking the true no
 result; the wall time quoted is that of the smallest maxiter that reaches the tolerance (its search
 is not charged to it). LSMR applies A and Aᵀ once each per iteration: 2 HVPs per iteration.
 
+4. Per-iteration overhead against SciPy's MINRES (issue 17): a singular PSD system, N = 2000, rank 1000,
+   eigenvalues log-spaced in [1e-3, 1e2], a generic (inconsistent) b, float64, one thread. setsens `minres`
+   runs to its default tolerance; SciPy's `minres` is then given the same number of products (maxiter set
+   so that its counted matvecs equal setsens' `info.matvecs`, rtol = 0). Interleaved repetitions, medians,
+   three ways: (a) each with its own dense product (torch `A @ x` through MKL against NumPy's `A @ x`
+   through OpenBLAS: this includes the BLAS difference); (b) both calling the same torch product (SciPy
+   through `torch.from_numpy`): the bookkeeping alone; (c) a cheap diagonal product for both. The
+   overhead column is (wall − the same number of products alone)/products, in µs; a row per case gives
+   the products alone (torch / SciPy's). (d) k = 4, 16 right-hand sides batched against a loop, equal work. With `--old-rev REV` the setsens of git revision REV runs too
+   (`git show REV:setsens/krylov.py`, imported by path), side by side.
+
     python benchmarks/krylov.py [--quick] [--repeats 3] [--skip-resnet] [--threads 2]
+    python benchmarks/krylov.py --scipy-only [--old-rev HEAD] [--repeats 5]
 """
 from __future__ import annotations
-import argparse, math, statistics, sys, time, warnings
+import argparse, math, os, statistics, subprocess, sys, tempfile, time, warnings
+from pathlib import Path
+os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')   # SciPy's BLAS on one thread too (set before NumPy loads)
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, jvp, vmap
@@ -57,8 +72,13 @@ class Problem:
 
 
 def dense_problem(p, dtype):
-    from curvlinops._torch_base import PyTorchLinearOperator
     M = hessian_like(p, n_bulk=int(0.27*p), dtype=dtype)
+    b = torch.randn(p, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(dtype)
+    B = torch.randn(p, 16, generator=torch.Generator().manual_seed(2), dtype=torch.float64).to(dtype)
+    try: from curvlinops._torch_base import PyTorchLinearOperator
+    except ImportError:                               # curvlinops is optional (pip install -e ".[bench]")
+        print('# curvlinops is not installed: its rows are skipped', file=sys.stderr, flush=True)
+        return Problem(f'Hessian-like matrix p={p} {str(dtype)[6:]}', lambda V: M @ V, b, B, None, dtype)
     class Dense(PyTorchLinearOperator):
         def __init__(self): super().__init__([(p,)], [(p,)])
         def _matmat(self, X): return [M @ X[0]]
@@ -67,8 +87,6 @@ def dense_problem(p, dtype):
         def device(self): return M.device
         @property
         def dtype(self): return M.dtype
-    b = torch.randn(p, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(dtype)
-    B = torch.randn(p, 16, generator=torch.Generator().manual_seed(2), dtype=torch.float64).to(dtype)
     return Problem(f'Hessian-like matrix p={p} {str(dtype)[6:]}', lambda V: M @ V, b, B, Dense(), dtype)
 
 
@@ -161,7 +179,7 @@ def median(v): return statistics.median(v) if v else float('nan')
 def run(prob, repeats, maxiter, rows, batch=True):
     b = prob.b
     # (1)/(2) single right-hand side: minres, cgls, lsqr, curvlinops LSMR (interleaved repeats)
-    n_lsmr = lsmr_iterations_to_tol(prob, b, cap=maxiter)
+    n_lsmr = lsmr_iterations_to_tol(prob, b, cap=maxiter) if prob.curv is not None else None
     times = {k: [] for k in ('minres', 'cgls', 'lsqr', 'curvlinops LSMR')}
     res = {}
     for r in range(repeats):
@@ -238,6 +256,96 @@ def table(rows):
     return '\n'.join(out)
 
 
+# ----------------------------------------------------------------------------- against SciPy (issue 17)
+def singular_psd(N=2000, rank=1000, seed=0):
+    "A = Q diag(λ) Qᵀ, λ log-spaced in [1e-3, 1e2] on `rank` directions, 0 on the rest; a generic b (inconsistent)."
+    g = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(N, N, generator=g, dtype=torch.float64))
+    lam = torch.zeros(N, dtype=torch.float64); lam[:rank] = torch.logspace(-3, 2, rank, dtype=torch.float64)
+    A = (Q*lam) @ Q.T
+    return ((A + A.T)/2).contiguous(), torch.randn(N, generator=g, dtype=torch.float64)
+
+
+def load_krylov_rev(rev):
+    "setsens.krylov as of git revision `rev`, imported by path from a temporary file (next to nothing else changes)."
+    import importlib.util
+    root = Path(__file__).resolve().parents[1]
+    src = subprocess.run(['git', 'show', f'{rev}:setsens/krylov.py'], cwd=root, capture_output=True, text=True, check=True).stdout
+    f = Path(tempfile.mkdtemp())/'krylov_old.py'; f.write_text(src)
+    name = 'setsens._krylov_' + ''.join(c for c in rev if c.isalnum())
+    spec = importlib.util.spec_from_file_location(name, f)
+    m = importlib.util.module_from_spec(spec); m.__package__ = 'setsens'; sys.modules[name] = m
+    spec.loader.exec_module(m)
+    return m
+
+
+def scipy_overhead(repeats=5, N=2000, old=None, rows=None):
+    """setsens minres against SciPy's MINRES at equal products on the singular N = 2000 system: wall ratios (a) native
+    products, (b) the same torch product, (c) per-iteration overhead (µs) with a diagonal product. Prints a table."""
+    import scipy.sparse.linalg as sla
+    A, b = singular_psd(N)
+    An, bn = A.numpy(), b.numpy()
+    d = torch.linspace(1e-3, 1e2, N, dtype=torch.float64); d[N//2:] = 0      # the diagonal analogue (singular PSD)
+    dn = d.numpy()
+    ops = {'(a) native dense product': (A, lambda v: An @ v),
+           '(b) the same torch product': (lambda V: A @ V, lambda v: (A @ torch.from_numpy(v)).numpy()),
+           '(c) diagonal product (overhead only)': (lambda V: d[:, None]*V if V.ndim == 2 else d*V, lambda v: dn*v)}
+    contenders = {'setsens': minres} | ({f'setsens {old[0]}': old[1].minres} if old else {})
+    out = []
+    for label, (top, npop) in ops.items():
+        _, info = minres(top, b, warn=False)
+        mvs = info.matvecs
+        cnt = [0]
+        def mv(v): cnt[0] += 1; return npop(v)
+        L = sla.LinearOperator((N, N), matvec=mv, rmatvec=mv, dtype=np.float64)
+        cnt[0] = 0; sla.minres(L, bn, rtol=0., maxiter=mvs); extra = cnt[0] - mvs   # SciPy's products beyond maxiter
+        def scipy_run():
+            cnt[0] = 0; t = time.perf_counter(); sla.minres(L, bn, rtol=0., maxiter=mvs - extra)
+            dt = time.perf_counter() - t; assert cnt[0] == mvs, (cnt[0], mvs); return dt
+        def ours_run(f):
+            t = time.perf_counter(); _, inf = f(top, b, warn=False); dt = time.perf_counter() - t
+            assert inf.matvecs == mvs; return dt
+        times = {n: [] for n in ['SciPy'] + list(contenders)}
+        V1, tp = b[:, None], {'torch': [], 'NumPy': []}              # the products alone, as each solver calls them
+        for r in range(repeats):                       # interleaved: solves and the products alone
+            times['SciPy'].append(scipy_run())
+            for n, f in contenders.items(): times[n].append(ours_run(f))
+            t0 = time.perf_counter()
+            for _ in range(mvs): top(V1) if callable(top) else top @ V1
+            tp['torch'].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            for _ in range(mvs): npop(bn)
+            tp['NumPy'].append(time.perf_counter() - t0)
+        med = {n: median(t) for n, t in times.items()}
+        out.append((label, f'{mvs} products alone: torch / SciPy\'s', mvs, None, median(tp['torch']),
+                    median(tp['torch'])/median(tp['NumPy']), None))
+        for n in times:                                # overhead: wall minus the products alone, per product
+            per_it = (med[n] - median(tp['NumPy' if n == 'SciPy' else 'torch']))/mvs*1e6
+            out.append((label, n, mvs, info.iterations if n != 'SciPy' else mvs - 1, med[n], med[n]/med['SciPy'], per_it))
+        out.append(out.pop(-len(times) - 1))          # the products-alone row after the solvers
+        print(f'#   {label} done', file=sys.stderr, flush=True)
+    for k in (4, 16):                                  # batched vs looped, equal work: a fixed number of iterations
+        Bk = torch.randn(N, k, generator=torch.Generator().manual_seed(k), dtype=torch.float64)
+        def batched(): t = time.perf_counter(); minres(A, Bk, rtol=0., maxiter=100, warn=False); return time.perf_counter() - t
+        def looped():
+            t = time.perf_counter()
+            for j in range(k): minres(A, Bk[:, j], rtol=0., maxiter=100, warn=False)
+            return time.perf_counter() - t
+        tb, tl = [], []
+        for r in range(repeats): tb.append(batched()); tl.append(looped())
+        out.append((f'(d) {k} right-hand sides, 100 iterations each', 'setsens batched / looped', None, 100, median(tb),
+                    median(tb)/median(tl), None))
+    lines = [f'minres vs SciPy MINRES at equal products (N = {N}, singular PSD, rank {N//2}, float64, '
+             f'{torch.get_num_threads()} torch thread(s), OPENBLAS_NUM_THREADS={os.environ.get("OPENBLAS_NUM_THREADS")}, '
+             f'{repeats} interleaved repeats, medians)', '',
+             '| product | solver | products | iterations | wall [s] | wall / SciPy (d: / looped) | overhead per product [µs] |', '|---|---|---|---|---|---|---|']
+    for lab, n, mvs, its, t, r, o in out:
+        lines.append(f'| {lab} | {n} | {"–" if mvs is None else mvs} | {"–" if its is None else its} | {t:.3f} | {r:.2f} | '
+                     f'{"–" if o is None else f"{o:.0f}"} |')
+    print('\n'.join(lines), flush=True)
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--quick', action='store_true', help='small sizes, one repeat, no ResNet')
@@ -248,8 +356,15 @@ def main(argv=None):
                     help='float32 is not useful at 1e-4: its HVPs and b carry relative errors of 1e-4 and 7e-2')
     ap.add_argument('--resnet-only', action='store_true')
     ap.add_argument('--batch-iters', type=int, default=10, help='fixed iterations for the ResNet batched-vs-loop timing')
+    ap.add_argument('--scipy-only', action='store_true', help='only the comparison with SciPy MINRES (issue 17)')
+    ap.add_argument('--no-scipy', action='store_true', help='skip the comparison with SciPy MINRES')
+    ap.add_argument('--old-rev', default=None, help='also time setsens.krylov of this git revision against SciPy')
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
+    if not a.no_scipy:
+        old = (a.old_rev, load_krylov_rev(a.old_rev)) if a.old_rev else None
+        scipy_overhead(max(a.repeats, 5) if not a.quick else 3, N=2000, old=old)
+        if a.scipy_only: return
     repeats = 1 if a.quick else a.repeats
     rows = []
     t0 = time.time()

@@ -506,7 +506,7 @@ def _phi(risk, p, zero_tol):
     gi = G.abs().amax(1)
     if zero_tol > 0:
         top = gi.max()
-        if getattr(risk, 'sharded', False):      # the largest ‖∇_x l_j‖_∞ over every shard, not this rank's alone
+        if risk.sharded:      # the largest ‖∇_x l_j‖_∞ over every shard, not this rank's alone
             import torch.distributed as dist
             top = top.clone(); dist.all_reduce(top, op=dist.ReduceOp.MAX, group=risk.group)
         zero = gi <= zero_tol * top
@@ -543,7 +543,7 @@ def _aif_setup(risk, p, *, method: str='krylov', damping=None, scale=None, rtol=
     rtol = _default_rtol(risk.dtype) if rtol is None else check_positive(rtol, 'rtol')
     phi, zero, gx = _phi(risk, p, zero_tol)
     nz = len(zero)
-    if warn and getattr(risk, 'sharded', False):   # count over every shard (the indices below are this rank's rows)
+    if warn and risk.sharded:   # count over every shard (the indices below are this rank's rows)
         nz = int(risk.allsum(torch.tensor(float(nz), dtype=torch.float64, device=risk.device)).item())
     if warn and nz:
         warnings.warn(f"{warn}: {nz} of {risk.n} examples have ∇_x l = 0 (indices {zero[:10].tolist()}"

@@ -10,7 +10,7 @@ import torch
 from torch.func import grad, jacrev, vmap
 from .core import check_tensor, check_same, check_positive, check_count, check_precision
 from .sets import AffineSet, hausdorff, _real
-from .risk import _check_idx
+from .risk import _check_idx, BaseRisk
 
 # %% auto #0
 __all__ = ['graphical_derivative', 'coderivative', 'lipschitz_modulus', 'per_example_derivatives', 'eq14_matrices',
@@ -250,6 +250,13 @@ def _operator(risk, lam):
     "The operator of the solve: H, or the damped H + λI."
     return risk.H if lam == 0 else risk.H + lam*risk.I
 
+def _check_risk(risk):
+    "A `BaseRisk` (`Risk`, `DistributedRisk` or a subclass), whose `H` and `J` are its own `hvp`/`jx`; a wrapper object is refused (its `H` could be another risk's)."
+    if not isinstance(risk, BaseRisk):
+        raise TypeError(f"risk: expected a setsens.risk.Risk (any setsens.risk.BaseRisk), got {type(risk).__name__}; to change "
+                        f"the products, subclass Risk and override hvp/jx/jxT (risk.H and risk.J call them), or pass damping=")
+    return risk
+
 def _weighted_dX(risk, dX, idx, weighting):
     "(ΔX, K): ΔX X-shaped (idx None) or only the |K| rows of idx (no n-row tensor), scaled by n/|K| for eq. 14; K for `risk.jx`."
     if weighting not in ("eq14", "mean"): raise ValueError(f"weighting: expected 'eq14' or 'mean', got {weighting!r}")
@@ -333,7 +340,7 @@ def solution_shift(risk, # a `setsens.risk.Risk` (any `BaseRisk`) at (x̄, w̄)
                   ):
     "Eqs. 17–19: solve H Δw = −J ΔX (or (H + λI) Δw = −J ΔX) matrix-free; returns (Δw shaped (p,) or (p, k), KrylovInfo)."
     from setsens.krylov import _check_precision
-    _check_precision(risk.dtype, 'risk')
+    _check_precision(_check_risk(risk).dtype, 'risk')
     lam = _damping(damping)
     dXw, K = _weighted_dX(risk, dX, idx, weighting)
     b = -risk.jx(dXw, K)
@@ -361,7 +368,7 @@ def estimate_solution_set(risk, # a `setsens.risk.Risk` (any `BaseRisk`) at (x̄
                          ) -> tuple[torch.Tensor, list]:
     "Sample the estimated new solution set w̄ + DS(x̄|w̄)(ΔX) (eq. 15): n batched solves from random starts; returns ((n, p) points, per-point KrylovInfo list)."
     n, seed = check_count(n, 'n', what='point'), _seed(seed)
-    nd = len(risk.x_shape)
+    nd = len(_check_risk(risk).x_shape)
     if isinstance(dX, torch.Tensor) and dX.ndim != nd:
         raise ValueError(f"dX: one perturbation of {nd} dimensions expected (no batch axis), got shape {tuple(dX.shape)}")
     from setsens.krylov import _check_precision

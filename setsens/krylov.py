@@ -7,6 +7,7 @@ from __future__ import annotations
 import math, os, sys, time, warnings
 from dataclasses import dataclass, field
 from typing import Callable
+import numpy as np
 import torch
 from tqdm import tqdm
 from .core import check_tensor, check_same, check_positive
@@ -26,7 +27,7 @@ class KrylovInfo:
     converged: torch.Tensor # bool per column: normres ≤ atol + rtol‖Aᵀb‖ or resnorm ≤ atol + rtol‖b‖ (‖Aᵀr₀‖, ‖r₀‖ where those are 0); never after a NaN/Inf product
     reason: str # why the iteration stopped
     history: dict = field(default_factory=dict, repr=False) # recurrence estimates per iterate: 'matvecs', 'resnorm', 'normres'
-    seconds: float = 0. # wall-clock seconds the solve took (set-up and the final check included)
+    seconds: float = field(default=0., repr=False) # wall-clock seconds the solve took (set-up and the final check included; not in the repr, which stays deterministic)
     status: str = 'converged' # one word: 'converged', or why (the first of) the unconverged columns stopped: 'nonfinite', 'time_budget', 'maxiter', 'breakdown', 'drift', 'stagnated'
     rtol: float = float('nan') # the relative tolerance used (with rtol=None: the dtype's default, see "Tolerances")
     rel_normres: torch.Tensor|None = None # normres/‖Aᵀb‖ per column (the least-squares measure the tolerance is on)
@@ -36,7 +37,7 @@ class KrylovInfo:
         f = lambda t: ('[' + ', '.join(f'{v:.3g}' for v in t.flatten().tolist()) + ']') if t.ndim else f'{float(t):.3g}'
         return (f"KrylovInfo(iterations={self.iterations}, matvecs={self.matvecs}, resnorm={f(self.resnorm)}, "
                 f"normres={f(self.normres)}, converged={self.converged.tolist()}, status={self.status!r}, "
-                f"seconds={self.seconds:.3g}, reason={self.reason!r})")
+                f"reason={self.reason!r})")
 
 # %% ../nbs/02_krylov.ipynb #95b797b4
 class _Op:
@@ -44,15 +45,16 @@ class _Op:
     def __init__(self, A, name, ref, vec, rows=None, transpose=False):
         self.name, self.ref, self.vec, self.rows, self.count, self.checked = name, ref, vec, rows, 0, False
         self.nonfinite = None                              # per column: a finite input gave a NaN/Inf product
+        self.lazy, self.last = False, None                 # lazy: keep (input, product) for a later `_watch` instead
         if isinstance(A, LinearOperator):
             if (A.dtype, A.device) != (ref.dtype, ref.device):
                 raise ValueError(f"{name}: the operator works in {A.dtype} on {A.device} but b is {ref.dtype} on {ref.device}")
             self.f, self.M = (A.T if transpose else A), None
             self.rows = self.f.shape[0]
         elif isinstance(A, torch.Tensor):
-            check_tensor(A, name, ndim=2)
+            A = _check_mat(A, name)
             check_same(A, ref, f'{name}, b')
-            self.M = A.mT if transpose else A
+            self.M = (A.mT if transpose else A).detach()   # no autograd graph across the iterations
             self.rows = self.M.shape[0]
         elif callable(A): self.f, self.M = A, None
         else: raise TypeError(f"{name}: expected a LinearOperator, a callable or a 2-D tensor, got {type(A).__name__}")
@@ -62,7 +64,8 @@ class _Op:
         if self.M is not None:
             if X.shape[0] != self.M.shape[1]:
                 raise ValueError(f"{self.name}: has shape {tuple(self.M.shape)} but is applied to {X.shape[0]} rows")
-            return self._watch(X, self.M @ X)
+            if self.M.layout == torch.strided and X.shape[1] > 1: X = X.mT.contiguous().mT   # column-major: BLAS's
+            return self._watch(X, self.M @ X)                    # fast path for a few columns (2× at k = 2 with MKL)
         Y = self.f(X[:, 0] if self.vec else X)
         if not isinstance(Y, torch.Tensor):
             raise TypeError(f"{self.name}: the operator returned {type(Y).__name__}, expected a tensor")
@@ -80,9 +83,24 @@ class _Op:
 
     def _watch(self, X, Y):
         "Flag the columns where a finite input came back NaN/Inf (read by `_solve`; no host sync)."
+        if self.lazy: self.last = (X, Y); return Y         # the caller watches when its recurrence breaks down
         bad = torch.isfinite(X).all(0) & ~torch.isfinite(Y).all(0)
         self.nonfinite = bad if self.nonfinite is None else self.nonfinite | bad
         return Y
+
+def _check_mat(A, name):
+    "A matrix argument checked like `check_tensor`: a dense one as it is, a sparse one (any layout) as coalesced COO."
+    if not isinstance(A, torch.Tensor) or A.layout == torch.strided: return check_tensor(A, name, ndim=2)
+    if A.ndim != 2: raise ValueError(f"{name}: expected 2 dimensions, got shape {tuple(A.shape)}")
+    try: A = A.to_sparse_coo().coalesce()
+    except (RuntimeError, NotImplementedError) as e:
+        raise TypeError(f"{name}: a sparse {A.layout} matrix that cannot be converted to COO ({e}); pass a dense tensor")
+    check_tensor(A.values(), name, ndim=1, nonempty=False)   # floating, finite entries
+    return A
+
+def _fro(M):
+    "Frobenius norm of a dense or sparse COO matrix."
+    return torch.linalg.vector_norm(M.coalesce().values() if M.is_sparse else M)
 
 _HALF = (torch.float16, torch.bfloat16)
 _RTOL = {torch.float64: 1e-6, torch.float32: 1e-4}   # see "Tolerances": ≈ 5·10⁹ ε and ≈ 840 ε
@@ -121,6 +139,7 @@ def _rhs(b):
     check_tensor(b, 'b', ndim=(1, 2))
     if b.is_complex(): raise TypeError(f"b: complex dtypes are not supported, got {b.dtype}")
     _check_precision(b.dtype, 'b')
+    b = b.detach()                                     # a solve is not differentiated through: no graph kept
     return (b[:, None], True) if b.ndim == 1 else (b, False)
 
 def _start(x0, b, n):
@@ -131,6 +150,7 @@ def _start(x0, b, n):
     if x0.shape[1:] != b.shape[1:] or (n is not None and x0.shape[0] != n):
         want = (n if n is not None else 'n',) + tuple(b.shape[1:])
         raise ValueError(f"x0: expected shape {want}, got {tuple(x0.shape)}")
+    x0 = x0.detach()
     return x0[:, None] if x0.ndim == 1 else x0
 
 def _options(rtol, atol, maxiter, n, dtype, damp=0., callback=None, time_budget=None):
@@ -144,6 +164,20 @@ def _options(rtol, atol, maxiter, n, dtype, damp=0., callback=None, time_budget=
     if isinstance(maxiter, bool) or not isinstance(maxiter, int) or maxiter < 1:
         raise ValueError(f"maxiter: must be a positive integer (or None), got {maxiter!r}")
     return rtol, atol, maxiter, time_budget
+
+def _stack(rows, like):
+    "History rows (device tensors, or host arrays from `minres`) as one (n, k) tensor on `like`'s device."
+    if all(isinstance(r, (np.ndarray, np.generic)) for r in rows):
+        return torch.from_numpy(np.stack(rows).reshape(len(rows), -1)).to(like.device)
+    return torch.stack([torch.as_tensor(r, device=like.device) for r in rows])
+
+_NP = {torch.float64: np.float64, torch.float32: np.float32}   # the host dtype of a solve's per-column scalars
+
+def _scale(B):
+    "Per column, the power of two 2^e with max|b| in [2^(e−1), 2^e) (1 for a zero or non-finite column): dividing by it is exact."
+    m = B.abs().amax(0)
+    e = torch.frexp(m).exponent
+    return torch.where((m > 0) & torch.isfinite(m), torch.ldexp(torch.ones_like(m), e), torch.ones_like(m))
 
 def _nrm(X): return torch.linalg.vector_norm(X, dim=0)
 def _dot(X, Y): return (X*Y).sum(0)
@@ -165,6 +199,11 @@ def _solve(solver, cycle, op, opT, B, X0, vec, rtol, atol, maxiter, warn, callba
     t0 = time.perf_counter()
     deadline = None if time_budget is None else t0 + time_budget
     k = B.shape[1]
+    # solve with b/s, x0/s (s: a power of two near max|b| per column, so the scaling is exact) and return s·x:
+    # a huge b (‖b‖² overflowing) or a tiny one (underflowing) solves like a moderate one
+    s = _scale(B); B = B/s; atol0, atol = atol, atol/s
+    if X0 is not None: X0 = X0/s
+    if callback is not None: cb0 = callback; callback = lambda X: cb0(X*s)
     if X0 is None: R = B; ATR = opT(B); X = torch.zeros_like(ATR); nATb = _nrm(ATR)
     else: X = X0.clone(); R = B - op(X0); ATR = opT(R); nATb = _nrm(opT(B))
     nb, rn, arn = _nrm(B), _nrm(R), _nrm(ATR)
@@ -180,7 +219,7 @@ def _solve(solver, cycle, op, opT, B, X0, vec, rtol, atol, maxiter, warn, callba
         if not bar.disable:
             bar.update(1)
             if now - shown[0] >= 0.5 and hist[2]:      # the estimate ‖Aᵀr‖/‖Aᵀb‖ of the worst active column, twice a second
-                rel = hist[2][-1]*_inv(ref_ar); rel = rel[torch.isfinite(rel)]
+                rel = torch.as_tensor(hist[2][-1], device=B.device)*_inv(ref_ar); rel = rel[torch.isfinite(rel)]
                 if rel.numel(): bar.set_postfix_str(f"‖Aᵀr‖/‖Aᵀb‖≈{float(rel.max()):.1e} (rtol {rtol:.0e})", refresh=False)
                 shown[0] = now
         return deadline is not None and now >= deadline
@@ -192,11 +231,14 @@ def _solve(solver, cycle, op, opT, B, X0, vec, rtol, atol, maxiter, warn, callba
         for t in norms: nonfinite.logical_or_(~torch.isfinite(t))
     allowed = torch.ones(k, dtype=torch.bool, device=B.device)
     its, last_arn, restarted = 0, None, [False]
+    by_r = solver != 'minres' and not damp
     def keep(best, X, rn, arn, mask=None):             # the best truly checked iterate so far, per column
         ok, okb = (arn <= tol_ar) | (rn <= tol_r), (best[2] <= tol_ar) | (best[1] <= tol_r)
         # an iterate of a restart must halve ‖Aᵀr‖: below that, a restart only adds rounding noise, which
         # the recurrence can blow up along ker A (the minimum-norm part would be lost for no gain)
-        gain = arn < (0.5 if restarted[0] else 1.)*best[2]
+        # compared in what the method minimises: ‖r‖ for lsqr/cgls (their ‖Aᵀr‖ may grow on the way), ‖Ar‖ for minres
+        new_, old_ = (rn, best[1]) if by_r else (arn, best[2])
+        gain = new_ < (0.5 if restarted[0] else 1.)*old_
         better = (ok & ~okb) | ((ok == okb) & gain)
         if mask is not None: better = better & mask
         return tuple(torch.where(better, new, old) for new, old in zip((X, rn, arn), best))
@@ -257,18 +299,19 @@ def _solve(solver, cycle, op, opT, B, X0, vec, rtol, atol, maxiter, warn, callba
         if warn:
             nbad, worst = int(bad.sum()), lambda t: float(t[bad].max())
             warnings.warn(f"{solver}: {nbad} of {k} column{'s'*(k > 1)} did not converge after {its} iterations "
-                          f"({mv()} products, {secs:.3g} s): {reason}. Reached ‖Aᵀr‖/‖Aᵀb‖ = {worst(rel_ar):.2e} and "
+                          f"({mv()} products): {reason}. Reached ‖Aᵀr‖/‖Aᵀb‖ = {worst(rel_ar):.2e} and "
                           f"‖r‖/‖b‖ = {worst(rel_r):.2e}{' (the largest over those columns)' if nbad > 1 else ''}; "
-                          f"the tolerance is rtol = {rtol:.2g}{f', atol = {atol:.2g}' if atol else ''}. "
+                          f"the tolerance is rtol = {rtol:.2g}{f', atol = {atol0:.2g}' if atol0 else ''}. "
                           "The returned x is the best checked iterate; raise maxiter/time_budget or rtol",
                           RuntimeWarning, stacklevel=3)
     sq = (lambda t: t[..., 0]) if vec else (lambda t: t)
     history = {'matvecs': torch.tensor(hist[0], dtype=torch.long),
-               'resnorm': sq(torch.stack(hist[1])) if hist[1] else B.new_zeros((0,) if vec else (0, k)),
-               'normres': sq(torch.stack(hist[2])) if hist[2] else B.new_zeros((0,) if vec else (0, k))}
-    info = KrylovInfo(its, mv(), sq(rn), sq(arn), sq(conv), reason, history, seconds=secs, status=status, rtol=rtol,
+               'resnorm': sq(_stack(hist[1], B)) if hist[1] else B.new_zeros((0,) if vec else (0, k)),
+               'normres': sq(_stack(hist[2], B)) if hist[2] else B.new_zeros((0,) if vec else (0, k))}
+    history['resnorm'], history['normres'] = history['resnorm']*sq(s), history['normres']*sq(s)
+    info = KrylovInfo(its, mv(), sq(rn*s), sq(arn*s), sq(conv), reason, history, seconds=secs, status=status, rtol=rtol,
                       rel_normres=sq(rel_ar), rel_resnorm=sq(rel_r))
-    return sq(X), info
+    return sq(X*s), info
 
 def _lanczos(op, # symmetric operator v (p,) -> (p,)
              p:int, steps:int, dtype, device, seed:int=0):
@@ -293,41 +336,63 @@ def _lanczos(op, # symmetric operator v (p,) -> (p,)
     return torch.linalg.eigvalsh(T), m
 
 
-# %% ../nbs/02_krylov.ipynb #c1afc877
+# %% ../nbs/02_krylov.ipynb #b7c2e4a1
 def _refl(a, b):
-    "Symmetric Givens reflector [[c, s], [s, -c]] mapping (a, b) to (ρ, 0); (c, s) = (1, 0) when a = b = 0."
-    rho = torch.hypot(a, b); ri = _inv(rho)
-    return torch.where(rho > 0, a*ri, torch.ones_like(a)), b*ri, rho
+    "Symmetric Givens reflector [[c, s], [s, -c]] mapping (a, b) to (ρ, 0); (c, s) = (1, 0) when a = b = 0 (host arrays)."
+    rho = np.hypot(a, b); ri = _ninv(rho)
+    return _where(rho > 0, a*ri, a.dtype.type(1)), b*ri, rho
 
 def _apply(c, s, x, y): return c*x + s*y, s*x - c*y
 
+def _ninv(d):
+    "`_inv` on host arrays: 1/d where d > 0, else 0."
+    if isinstance(d, np.generic): return 1/d if d > 0 else d.dtype.type(0)
+    pos = d > 0
+    return np.where(pos, 1/np.where(pos, d, 1), 0).astype(d.dtype, copy=False)
+
+def _where(c, a, b):
+    "`np.where` that keeps numpy scalars scalars (one right-hand side: scalar arithmetic is several times cheaper)."
+    return (a if c else b) if isinstance(c, np.bool_) else np.where(c, a, b)
+
+def _host(*ts):
+    "Per-column device scalars as host arrays, in one transfer (the one host synchronisation of an iteration)."
+    return torch.stack(ts).cpu().numpy()
+
+def _dev(a, like):
+    "Host arrays to `like`'s device (an asynchronous copy on a GPU: no synchronisation)."
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    return t if t.device == like.device else t.to(like.device, non_blocking=True)
+
+
+# %% ../nbs/02_krylov.ipynb #c1afc877
 def _mres_cycle(op, B):
-    "One range-restricted minimal-normal-residual cycle (see above) as a function for `_solve`."
+    """One range-restricted minimal-normal-residual cycle (see above) as a function for `_solve`. The vectors stay on
+    B's device; the per-column scalars of the recurrence (α, β, reflectors, estimates) live on the host, fetched in one
+    transfer per iteration: the stopping test's synchronisation is the only one."""
     seen = [None]                                          # the ‖A‖ estimate, carried over restarts
     def cycle(X, R0, U, frozen, maxiter, hist, tol_r, tol_ar, mv, callback, check, step):
-        k = B.shape[1]
+        k, nd = B.shape[1], _NP[B.dtype]
+        sc = (lambda a: a[0]) if k == 1 else (lambda a: a)   # one column: numpy scalars, else (k,) arrays
         eps = torch.finfo(B.dtype).eps
-        nan = torch.full((k,), float('nan'), dtype=B.dtype, device=B.device)
-        done = frozen.clone()
-        stop = torch.zeros(k, dtype=torch.long, device=B.device)
-        beta1 = _nrm(U)                                    # U = A r0 ∈ range(A): the Lanczos start
-        z = torch.zeros_like(beta1)
-        Anorm = z.clone() if seen[0] is None else seen[0]
-        floor = 10*eps*_nrm(R0)                            # × ‖A‖: ‖A r‖ at the rounding level of ‖A‖‖r‖
+        beta1, r0n, tol_r, tol_ar, frozen = map(sc, _host(_nrm(U), _nrm(R0), tol_r, tol_ar, frozen.to(B.dtype)))
+        done, nan, z = frozen > 0, sc(np.full(k, np.nan, nd)), sc(np.zeros(k, nd))   # U = A r0 ∈ range(A): the Lanczos start
+        stop = sc(np.zeros(k, np.int64))
+        Anorm = z.copy() if seen[0] is None else seen[0]
+        floor = 10*eps*r0n                                 # × ‖A‖: ‖A r‖ at the rounding level of ‖A‖‖r‖
         low = ~done & (beta1 <= floor*Anorm)               # a restart from the rounding level: nothing to gain
-        stop = torch.where(low, 3, stop); done = done | low
-        V = U*(_inv(beta1)*(~done).to(B.dtype)); Vprev = torch.zeros_like(B)
-        al, bt = {}, {1: z}                                # α_j, β_j of T (β_1 is not part of T)
+        stop = _where(low, 3, stop); done = done | low
+        V = U*_dev(_ninv(beta1)*~done, B); Vprev = torch.zeros_like(B)
+        al, bt = {}, {1: z}                                # α_j, β_j of T (β_1 is not part of T), host
         rot = {}                                           # per column m: reflectors (c, s) on rows (m+1, m+2) and (m, m+1)
-        fa, fb = beta1.clone(), z.clone()                  # the two unfinished components of Q (β1 e1)
-        Ds = {}                                            # the last four direction vectors d_i
-        trusted = beta1.clone()                            # the last true ‖A r‖
-        pending, age = torch.zeros_like(done), torch.zeros(k, dtype=torch.long, device=B.device)
-        hist[0].append(mv()); hist[1].append(torch.where(done, nan, _nrm(R0))); hist[2].append(torch.where(done, nan, beta1))
+        fa, fb = beta1.copy(), z.copy()                    # the two unfinished components of Q (β1 e1)
+        Ds = {}                                            # the last four direction vectors d_i (device)
+        trusted = beta1.copy()                             # the last true ‖A r‖
+        pending, age = sc(np.zeros(k, bool)), sc(np.zeros(k, np.int64))
+        hist[0].append(mv()); hist[1].append(np.where(done, nan, r0n)); hist[2].append(np.where(done, nan, beta1))
         g = lambda L, i: L.get(i, z)
 
-        def column(m, vm, act):                            # QR step for column m of M = T_{m+1} T_m; x_m
-            nonlocal fa, fb, X
+        def column(m, act):                                # QR step for column m of M = T_{m+1} T_m (host part)
+            nonlocal fa, fb
             y = {m-4: z, m-3: z, m-2: g(bt, m)*g(bt, m-1), m-1: g(bt, m)*(g(al, m-1) + g(al, m)),
                  m: g(bt, m)**2 + g(al, m)**2 + g(bt, m+1)**2,
                  m+1: g(bt, m+1)*(g(al, m) + g(al, m+1)), m+2: g(bt, m+1)*g(bt, m+2)}
@@ -340,60 +405,73 @@ def _mres_cycle(op, B):
             rot[m] = ((ca, sa), (cb, sb)); rot.pop(m-4, None)
             tau, fa = _apply(cb, sb, fa, ca*fb)            # rhs: rows (m+1, m+2), then (m, m+1)
             fb = sa*fb
-            D = vm
-            for i in range(max(1, m-4), m): D = D - y[i]*Ds[i]
-            D = D*_inv(rmm)
-            Ds[m] = D; Ds.pop(m-4, None)
             bad = act & ~(rmm > 0)
-            X = X + torch.where(act & ~bad, tau, 0.)*D
-            return bad, torch.hypot(fa, fb)                # ‖A r_m‖
+            ks = list(range(max(1, m-4), m))
+            coef = np.stack([y[i] for i in ks] + [_ninv(rmm), _where(act & ~bad, tau, z)])
+            return bad, np.hypot(fa, fb), ks, coef         # ‖A r_m‖
 
-        its = 0
+        def update(m, vm, ks, coef):                       # x_m = x_{m−1} + τ d_m (device part)
+            nonlocal X
+            c = _dev(coef, B)
+            D = vm
+            for n, i in enumerate(ks): D = D - c[n]*Ds[i]
+            D = D*c[-2]
+            Ds[m] = D; Ds.pop(m-4, None)
+            X = X + c[-1]*D
+
+        its, btj = 0, None
         for j in range(1, maxiter + 1):
-            if bool(done.all()): break
+            if done.all(): break
             its = j
-            W = op(V) - g(bt, j)*Vprev                     # Lanczos: A v_j − β_j v_{j−1}
+            op.lazy = True; W = op(V); op.lazy = False    # NaN/Inf in a product shows in α, β: watched below
+            if btj is not None: W = W - btj*Vprev          # Lanczos: A v_j − β_j v_{j−1}
             a = _dot(V, W); W = W - a*V
             bn = _nrm(W)
-            al[j], bt[j+1] = a, bn
-            Anorm = torch.maximum(Anorm, torch.sqrt(a**2 + g(bt, j)**2 + bn**2))
-            brk = ~done & ~(torch.isfinite(a) & torch.isfinite(bn))
-            stop = torch.where(brk, 2, stop); done = done | brk
-            exh = ~done & (bn <= 10*eps*Anorm)             # invariant Krylov space: finish exactly below
+            ha, hb = map(sc, _host(a, bn))                 # the iteration's one synchronisation
+            al[j], bt[j+1] = ha, hb
+            Anorm = np.maximum(Anorm, np.sqrt(ha**2 + g(bt, j)**2 + hb**2))
+            brk = ~done & ~(np.isfinite(ha) & np.isfinite(hb))
+            if brk.any(): op._watch(*op.last)              # was it the product (status 'nonfinite')?
+            stop = _where(brk, 2, stop); done = done | brk
+            exh = ~done & (hb <= 10*eps*Anorm)             # invariant Krylov space: finish exactly below
             if j >= 2:
                 act = ~done
-                bad, arn = column(j - 1, Vprev, act)       # x_{j−1} and its ‖A r‖
-                hist[0].append(mv()); hist[1].append(nan); hist[2].append(torch.where(act, arn, nan))
-                stop = torch.where(bad, 2, stop); done = done | bad
+                bad, arn, ks, coef = column(j - 1, act)    # x_{j−1} and its ‖A r‖
+                update(j - 1, Vprev, ks, coef)
+                hist[0].append(mv()); hist[1].append(nan); hist[2].append(np.where(act, arn, nan))
+                stop = _where(bad, 2, stop); done = done | bad
                 pending = pending | (act & (arn > tol_ar) & (arn <= 0.1*trusted))
-                age = torch.where(pending, age + 1, 0)
+                age = _where(pending, age + 1, 0)
                 npend = int(pending.sum())
                 if npend and (4*npend >= int(act.sum()) or int(age.max()) > 10):   # verify a decade of estimated progress
-                    rt, art = check(X, pending)            # two block products for all columns
+                    rt, art = map(sc, _host(*check(X, _dev(pending, B))))   # two block products for all columns
                     off = pending & (art > 2*arn) & (rt > tol_r)    # the recurrence has drifted from the truth
                     done = done | off | (pending & ((art <= tol_ar) | (rt <= tol_r)))
-                    trusted = torch.where(pending, art, trusted)
+                    trusted = _where(pending, art, trusted)
                     pending = pending & False
                 done = done | (act & (arn <= tol_ar))
                 stag = act & ~done & (arn <= floor*Anorm)  # the estimate at the rounding level: going on only
-                stop = torch.where(stag, 3, stop); done = done | stag   # adds noise (along ker A, too)
-            if bool(exh.any()):                            # last column with α_{j+1} = β_{j+1} = β_{j+2} = 0
+                stop = _where(stag, 3, stop); done = done | stag        # adds noise (along ker A, too)
+            if exh.any():                                  # last column with α_{j+1} = β_{j+1} = β_{j+2} = 0
                 act = exh & ~done
                 keep = (al.get(j+1), bt[j+1])
-                al[j+1], bt[j+1] = z, torch.where(exh, 0., bn)
-                bad, arn = column(j, V, act)
+                al[j+1], bt[j+1] = z, _where(exh, z, hb)
+                bad, arn, ks, coef = column(j, act)
+                update(j, V, ks, coef)
                 al.pop(j+1); bt[j+1] = keep[1]
-                stop = torch.where(act & ~(arn <= tol_ar), 3, stop)
-                stop = torch.where(bad, 2, stop); done = done | act
+                stop = _where(act & ~(arn <= tol_ar), 3, stop)
+                stop = _where(bad, 2, stop); done = done | act
             if callback is not None: callback(X)
-            Vprev, V = V, W*(_inv(bn)*(~done).to(B.dtype))
+            nxt = _dev(np.stack([_ninv(hb)*~done, hb]), B)   # 1/β_{j+1} (0 on finished columns), β_{j+1}
+            Vprev, V, btj = V, W*nxt[0], nxt[1]
             al.pop(j-5, None); bt.pop(j-5, None)
             if step():                                      # the time budget is spent
-                stop = torch.where(done, stop, 5); done = done | True
+                stop = _where(done, stop, 5); done = done | True
                 break
         seen[0] = Anorm
-        return X, its, torch.where(done, stop, 1)
+        return X, its, _dev(np.where(done, stop, 1), B)
     return cycle
+
 
 # %% ../nbs/02_krylov.ipynb #2fb0f628
 def minres(A, # symmetric operator: a (p, p) `LinearOperator` (e.g. risk.H), a callable mapping (p,)→(p,) and (p, k)→(p, k), or a (p, p) tensor
@@ -411,12 +489,12 @@ def minres(A, # symmetric operator: a (p, p) `LinearOperator` (e.g. risk.H), a c
     B, vec = _rhs(b)
     p, k = B.shape
     if isinstance(A, torch.Tensor):
-        check_tensor(A, 'A', ndim=2)
+        A = _check_mat(A, 'A')                          # dense, or sparse (as COO)
         if A.shape[0] != A.shape[1]:
             raise ValueError(f"A: minres needs a square symmetric matrix, got shape {tuple(A.shape)}; use lsqr")
         if A.shape[0] != p: raise ValueError(f"A, b: A is {tuple(A.shape)} but b has {p} rows")
         check_same(A, B, 'A, b')
-        if float(torch.linalg.matrix_norm(A - A.mT)) > math.sqrt(torch.finfo(A.dtype).eps)*float(torch.linalg.matrix_norm(A)):
+        if float(_fro(A - A.mT)) > math.sqrt(torch.finfo(A.dtype).eps)*float(_fro(A)):
             raise ValueError("A: is not symmetric; use lsqr (with AT) for non-symmetric systems")
     if isinstance(A, LinearOperator) and A.shape != (p, p):
         raise ValueError(f"A: minres needs a square (p, p) operator with p = {p} (the rows of b), got shape {A.shape}"
@@ -434,7 +512,7 @@ def _setup_rect(A, b, x0, AT, rtol, atol, maxiter, damp=0., time_budget=None):
     B, vec = _rhs(b)
     m, k = B.shape
     if isinstance(A, torch.Tensor):
-        check_tensor(A, 'A', ndim=2)
+        A = _check_mat(A, 'A')                          # dense, or sparse (as COO)
         if A.shape[0] != m: raise ValueError(f"A, b: A is {tuple(A.shape)} but b has {m} rows")
     if isinstance(A, LinearOperator) and A.shape[0] != m:
         raise ValueError(f"A: the operator has shape {A.shape} but b has {m} rows")
@@ -447,7 +525,7 @@ def _setup_rect(A, b, x0, AT, rtol, atol, maxiter, damp=0., time_budget=None):
             n_ = A.shape[1] if isinstance(A, (torch.Tensor, LinearOperator)) else AT.shape[0]
             if AT.shape != (n_, m): raise ValueError(f"AT: the operator has shape {AT.shape}, expected ({n_}, {m}) (Aᵀ)")
         if isinstance(AT, torch.Tensor):
-            check_tensor(AT, 'AT', ndim=2)
+            AT = _check_mat(AT, 'AT')
             if AT.shape[1] != m: raise ValueError(f"AT: expected {m} columns (Aᵀ of an {m}-row A), got shape {tuple(AT.shape)}")
             if isinstance(A, torch.Tensor) and AT.shape != A.mT.shape:
                 raise ValueError(f"AT: expected shape {tuple(A.mT.shape)} (Aᵀ), got {tuple(AT.shape)}")

@@ -472,3 +472,26 @@ def test_estimate_solution_set_bad_input():
         estimate_solution_set(risk, DX_K, n=2, seed=0, idx=K, x0_scale=-1.)
     with pytest.raises(ValueError, match='dX'):
         estimate_solution_set(risk, DX_K[..., None], n=2, seed=0, idx=K)
+
+
+def test_a_wrapper_object_is_refused_a_subclass_is_used():
+    "A `__getattr__` wrapper overriding hvp would be solved with the inner risk's H: refused, naming risk; a subclass's hvp is the one solved with."
+    import torch.nn as nn
+    from setsens.risk import Risk
+    from setsens.graphical import solution_shift, estimate_solution_set
+    g = torch.Generator().manual_seed(0)
+    m = nn.Linear(3, 1).double(); X = torch.randn(8, 3, generator=g, dtype=torch.float64); Y = torch.randn(8, generator=g, dtype=torch.float64)
+    r = Risk(m, 'mse', X, Y)
+    class Wrap:
+        def __init__(s, r): s.r = r
+        def __getattr__(s, k): return getattr(s.r, k)
+        def hvp(s, V): return s.r.hvp(V) + V
+    dX = torch.zeros_like(X); dX[0] = 1.
+    for f in (lambda: solution_shift(Wrap(r), dX, check=False), lambda: estimate_solution_set(Wrap(r), dX, n=2, seed=0, check=False)):
+        with pytest.raises(TypeError, match=r"^risk: expected a setsens.risk.Risk"): f()
+    class Damped(Risk):
+        def hvp(s, V): return super().hvp(V) + V
+    rd = Damped(m, 'mse', X, Y)
+    dw, _ = solution_shift(rd, dX, check=False, rtol=1e-12, weighting='mean')
+    dw1, _ = solution_shift(r, dX, damping=1., check=False, rtol=1e-12, weighting='mean')
+    assert torch.allclose(dw, dw1, rtol=1e-9, atol=1e-12)

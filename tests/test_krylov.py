@@ -251,3 +251,68 @@ def test_minimum_norm(prob):
         assert (K.T @ x).norm() <= 1e-8*max(x.norm().item(), 1.)
         xs = torch.linalg.pinv(A, hermitian=True) @ b
         assert (x - xs).norm() <= 1e-7*xs.norm()
+
+
+# ---------------------------------------------------------------- issue 17 / fuzz bugs: scale, sparse, autograd
+@pytest.mark.parametrize('solver', [minres, lsqr, cgls])
+@pytest.mark.parametrize('dtype,c', [(F64, 1e160), (F64, 1e300), (F64, 1e-300), (torch.float32, 1e25), (torch.float32, 1e-30)])
+def test_huge_and_tiny_rhs_solve_like_moderate(solver, dtype, c):
+    "b and x0 are scaled per column by a power of two: x(c·b) = c·x(b), checked against pinv in float64."
+    A = sym(30, 20, 100., seed=11)
+    b = rhs(30, 2, 12); x0 = rhs(30, 2, 13)
+    x, info = solver(A.to(dtype), (c*b).to(dtype), (c*x0).to(dtype), rtol=1e-12 if dtype == F64 else None, warn=False)
+    assert info.converged.all() and info.status == 'converged', info
+    P = torch.linalg.pinv(A, hermitian=True)
+    ref = P @ b + x0 - P @ (A @ x0)                 # the min-norm solution plus the ker-A part of x0
+    tol = 1e-8 if dtype == F64 else 2e-2
+    assert rel(x.double()/c, ref) <= tol
+    assert torch.isfinite(info.resnorm).all() and (info.resnorm.double()/c <= 10*(A @ ref - b).norm(dim=0)).all()
+
+
+def test_columns_of_different_scales_are_independent():
+    "Each column has its own scale: a 1e200 column next to a 1e-200 one gives the results of each alone."
+    A = sym(25, 15, 50., indef=True, seed=14)
+    b = rhs(25, 2, 15)*torch.tensor([1e200, 1e-200], dtype=F64)
+    X, info = minres(A, b, rtol=1e-12)
+    assert info.converged.all()
+    s = torch.tensor([1e200, 1e-200], dtype=F64)
+    for j in range(2):
+        x, _ = minres(A, b[:, j], rtol=1e-12)
+        assert rel(X[:, j:j+1]/s[j], x[:, None]/s[j]) <= 1e-12     # batched = alone (up to the BLAS's rounding)
+    assert rel(X/s, torch.linalg.pinv(A, hermitian=True) @ (b/s)) <= 1e-8
+
+
+@pytest.mark.parametrize('layout', ['coo', 'csr'])
+@pytest.mark.parametrize('solver', [minres, lsqr, cgls])
+def test_sparse_matrix(solver, layout):
+    "A sparse A solves like the dense one (pinv oracle); a non-symmetric sparse A is refused by minres, naming A."
+    A = sym(20, 12, 30., seed=16)*(torch.rand(20, 20, generator=torch.Generator().manual_seed(0)) < 0.5)
+    A = (A + A.T)/2
+    S = A.to_sparse() if layout == 'coo' else A.to_sparse_csr()
+    b = rhs(20, 1, 17)[:, 0]
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', UserWarning)        # torch: CSR support is beta
+        x, info = solver(S, b, rtol=1e-12)
+    assert bool(info.converged)
+    assert rel(x, torch.linalg.pinv(A, hermitian=True) @ b) <= 1e-7
+    N = A.clone(); N[0, 1] += 1.
+    with pytest.raises(ValueError, match='^A: is not symmetric'): minres(N.to_sparse(), b)
+    with pytest.raises((ValueError, TypeError), match='^A: '): minres(torch.sparse_coo_tensor(
+        torch.tensor([[0], [0]]), torch.tensor([float('nan')], dtype=F64), (20, 20)), b)
+
+
+@pytest.mark.parametrize('solver', [minres, lsqr, cgls])
+def test_no_autograd_graph_across_iterations(solver):
+    "b, x0 or a dense A requiring grad: the result carries no graph, and equals the solve with detached inputs."
+    A = sym(15, 10, seed=18); b = rhs(15, 1, 19)[:, 0]; x0 = rhs(15, 1, 20)[:, 0]
+    ref, _ = solver(A, b, x0)
+    got, _ = solver(A.clone().requires_grad_(), b.clone().requires_grad_(), x0.clone().requires_grad_())
+    assert got.grad_fn is None and not got.requires_grad
+    assert torch.equal(got, ref)
+
+
+def test_info_repr_is_deterministic():
+    "KrylovInfo's repr (what notebooks print) has no wall time; `seconds` is still a field."
+    A = sym(10, 6, seed=21)
+    _, info = minres(A, rhs(10, 1, 22)[:, 0])
+    assert 'seconds' not in repr(info) and info.seconds > 0

@@ -10,129 +10,38 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 import torch
 from torch import nn
-from .core import check_tensor, check_same, check_positive, check_count, in_test, progress, default_device, Result, results_markdown
+from .core import check_tensor, check_same, check_positive, check_count, in_test, progress, default_device, Result, results_markdown, doc_params
 from .risk import Risk, LOSSES
 from .graphical import solution_shift
+from .core import check_kind, check_real, check_xy
+from .lp import check_p, conjugate, rownorm, input_scale, project_lp, adversarial_direction
+# the names these had here before `setsens.lp` (issue 14), kept importable from `setsens.aif`
+_check_kind, _check_real, _check_xy, _HALF = check_kind, check_real, check_xy, (torch.float16, torch.bfloat16)
+_check_p, _conjugate, _rownorm, _input_scale, _project_lp = check_p, conjugate, rownorm, input_scale, project_lp
+_all_ = ['adversarial_direction']
 
 # %% auto #0
-__all__ = ['adversarial_direction', 'RobustFitInfo', 'robust_fit', 'AIFInfo', 'aif', 'ModelSensitivity', 'model_sensitivity',
-           'AIFInterval', 'aif_confidence_interval', 'aif_study']
+__all__ = ['RobustFitInfo', 'robust_fit', 'AIFInfo', 'aif', 'ModelSensitivity', 'model_sensitivity', 'AIFInterval',
+           'aif_confidence_interval', 'aif_study', 'adversarial_direction']
 
 # %% ../nbs/10_aif.ipynb #2898dd48
-def _check_p(p, name: str='p', need: str|None=None) -> float:
-    """`p` as a float in [1, ∞]; `TypeError`/`ValueError` naming `name` otherwise (`need`: what the range is for).
-    The one order check of the package: `setsens.cases`, `setsens.kernels` and `setsens.dro` use it too."""
-    if isinstance(p, str):
-        if p.strip().lower() in ('inf', 'infinity', '∞'): return math.inf
-        raise ValueError(f"{name}: expected a number in [1, inf] or 'inf', got {p!r}")
-    if isinstance(p, torch.Tensor) and p.numel() == 1: p = p.item()
-    if isinstance(p, bool) or not isinstance(p, numbers.Real):     # numbers.Real: numpy scalars too
-        raise TypeError(f"{name}: expected a number in [1, inf], got {type(p).__name__}")
-    p = float(p)
-    if math.isnan(p) or p < 1:
-        need = need or ("the l_p attack needs p in [1, inf] (for p < 1 the ball is not convex "
-                        "and Theorem 4.1's direction is not a maximiser)")
-        raise ValueError(f"{name}: {need}, got {name}={p}")
-    return p
-
-
-_HALF = (torch.float16, torch.bfloat16)
-
-def _check_kind(dtype, device, name: str, half: bool=False):
-    """Refuse, naming `name` and the dtype, what the AIF family cannot compute with: the meta device (shapes, no values),
-    complex dtypes (the AIF, its Hessian solves and the l_p geometry are real) and, unless `half`, float16/bfloat16
-    (eigendecompositions, Cholesky and Krylov solves need float32 or float64)."""
-    if torch.device(device).type == 'meta':
-        raise ValueError(f"{name}: is on the meta device (a shape without values); pass real data on the CPU or a GPU")
-    if dtype.is_complex:
-        raise TypeError(f"{name}: complex dtypes are not supported (the AIF is defined for real data and parameters), got {dtype}")
-    if not half and dtype in _HALF:
-        raise TypeError(f"{name}: half precision ({dtype}) is not supported: the AIF's dense linear algebra and solves "
-                        "need float32 or float64 (cast with .float() or .double())")
-
-def _check_real(x, name: str, ndim: int|tuple|None=None, finite: bool=True, half: bool=False) -> torch.Tensor:
-    """`check_tensor` plus `_check_kind`: a real (float32/float64; `half`: also float16/bfloat16), finite tensor with values.
-    The tensor check of the AIF family: `setsens.cases`, `setsens.kernels` and `setsens.dro` use it too."""
-    check_tensor(x, name, ndim=ndim, finite=False)
-    _check_kind(x.dtype, x.device, name, half)
-    if finite and not bool(torch.isfinite(x).all()): raise ValueError(f"{name}: contains NaN or Inf")
-    return x
-
 def _check_risk(risk, name: str='risk'):
-    "A risk fit for the AIF: real float32/float64 parameters, not on the meta device (`_check_kind`)."
-    _check_kind(risk.dtype, risk.device, name)
+    "A risk fit for the AIF: real float32/float64 parameters, not on the meta device (`check_kind`)."
+    check_kind(risk.dtype, risk.device, name)
     return risk
-
-def _check_xy(X, y):
-    "Regression data: X (n, m) and y (n,), real finite tensors of one dtype and device, as many targets as rows."
-    _check_real(X, 'X', ndim=2); _check_real(y, 'y', ndim=1); check_same(X, y, 'X, y')
-    if y.shape[0] != X.shape[0]: raise ValueError(f"X, y: {X.shape[0]} rows against {y.shape[0]} targets")
-
-def _conjugate(p: float) -> float:
-    "The Hölder conjugate q of p: 1/p + 1/q = 1."
-    return math.inf if p == 1 else 1. if p == math.inf else p/(p - 1)
-
-def _rownorm(A: torch.Tensor, p: float) -> torch.Tensor:
-    "‖a_i‖_p of every row of `A` (rows = examples, trailing axes flattened)."
-    return torch.linalg.vector_norm(A.reshape(A.shape[0], -1), ord=p, dim=1)
-
-def _input_scale(X: torch.Tensor, p: float) -> float:
-    "Ê‖x‖_p over the rows of X (the scale of the attack radius, Section 2)."
-    return float(_rownorm(X, p).mean())
 
 def _risk_scale(risk, p: float) -> float:
     "Ê‖x‖_p over a risk's whole data set (every rank's shard for a `DistributedRisk`)."
-    return float(risk.data_mean(_rownorm(risk.X, p)))
+    return float(risk.data_mean(rownorm(risk.X, p)))
 
 def _default_rtol(dtype) -> float: return 1e-10 if torch.finfo(dtype).eps < 1e-10 else 1e-5
 
 def _check_w(w, risk, name):
-    w = _check_real(w, name, ndim=1)
+    w = check_real(w, name, ndim=1)
     if w.shape[0] != risk.p: raise ValueError(f"{name}: expected {risk.p} parameters (risk.p), got {w.shape[0]}")
     return w.to(dtype=risk.dtype, device=risk.device)
 
-# %% ../nbs/10_aif.ipynb #006254fa
-def adversarial_direction(grad_x: torch.Tensor, # ∇_x l(θ, x_i, y_i) per example: rows = examples, any trailing shape
-                          p: float|str=2, # the attack norm, p ∈ [1, ∞] (`math.inf` or "inf" for l_∞)
-                         ) -> torch.Tensor: # φ shaped like `grad_x`; ‖φ_i‖_p = 1 unless ∇_x l_i = 0 (then φ_i = 0)
-    "Theorem 4.1's φ_i = argmax_{‖φ‖_p ≤ 1} ⟨∇_x l_i, φ⟩ for every row; ties for p = 1 share the mass equally."
-    p = _check_p(p)
-    g = _check_real(grad_x, 'grad_x', half=True)   # elementwise: half precision is fine here
-    if g.ndim < 1: raise ValueError(f"grad_x: expected rows of examples, got a 0-d tensor")
-    G = g.reshape(g.shape[0], -1)
-    a = G.abs()
-    m = a.amax(dim=1, keepdim=True)           # ‖g_i‖_∞; 0 marks a zero gradient
-    nz = m > 0
-    if p == math.inf: phi = torch.sign(G)     # sgn(0) = 0, the paper's convention
-    elif p == 1:
-        top = (a == m) & nz                   # every coordinate attaining max |g_k| (exact ties)
-        phi = torch.sign(G) * top / top.sum(1, keepdim=True).clamp_min(1)
-    else:
-        q = _conjugate(p)
-        u = a / torch.where(nz, m, torch.ones_like(m))          # in [0, 1], max 1: no overflow
-        un = torch.linalg.vector_norm(u, ord=q, dim=1, keepdim=True)   # ≥ 1 where nz
-        phi = torch.sign(G) * u.pow(q - 1) / torch.where(nz, un, torch.ones_like(un)).pow(q - 1)
-    return (phi * nz).reshape(g.shape)
-
 # %% ../nbs/10_aif.ipynb #9521c867
-def _project_lp(D: torch.Tensor, rho: float, p: float) -> torch.Tensor:
-    "Rows of D onto the l_p ball of radius ρ: exact for p = 1, 2, ∞ (l_1: sort-based, Duchi et al. 2008); radial rescaling otherwise."
-    shape = D.shape
-    D = D.reshape(shape[0], -1)
-    if p == math.inf: out = D.clamp(-rho, rho)
-    elif p == 1:
-        a = D.abs()
-        s = a.sort(dim=1, descending=True).values
-        cs = s.cumsum(1) - rho
-        k = torch.arange(1, D.shape[1] + 1, device=D.device, dtype=D.dtype)
-        cnt = (s - cs / k > 0).sum(1, keepdim=True).clamp_min(1)
-        tau = (cs.gather(1, cnt - 1) / cnt).clamp_min(0)
-        out = torch.where(a.sum(1, keepdim=True) <= rho, D, torch.sign(D) * (a - tau).clamp_min(0))
-    else:
-        nrm = torch.linalg.vector_norm(D, ord=p, dim=1, keepdim=True)
-        out = D * torch.where(nrm > rho, rho / nrm.clamp_min(torch.finfo(D.dtype).tiny), torch.ones_like(nrm))
-    return out.reshape(shape)
-
 def _pgd(risk, w, X, delta, rho, p, steps, step, tie=None):
     "`steps` projected steepest-ascent steps δ ← Π(δ + step·φ(∇_x l(x + δ))); rows with ∇_x l = 0 step along `tie`."
     for _ in range(steps):
@@ -141,7 +50,7 @@ def _pgd(risk, w, X, delta, rho, p, steps, step, tie=None):
         if tie is not None:                  # a zero gradient (e.g. r_i = 0) is a saddle of the inner problem: leave it
             zero = (g.reshape(g.shape[0], -1) == 0).all(1).reshape(-1, *[1] * (g.ndim - 1))
             phi = torch.where(zero, tie, phi)
-        delta = _project_lp(delta + step * phi, rho, p)
+        delta = project_lp(delta + step * phi, rho, p)
     return delta
 
 def _robust_value_grad(risk, w, X, delta, wd, anchor=None, tilt=None):
@@ -206,7 +115,7 @@ def _norm_derivs(th, q, mu=0., pin=None):
 
 def _linreg_exact(Xf, y, rho, p, th0, b0, fit_b, wd, tol, maxiter=30):
     "min (1/n)Σ ½(|y_i − θᵀx_i − b| + ρ‖θ‖_q)² + ½λ‖z‖²: Newton on the smooth pieces; smoothing homotopy + KKT polish at kinks."
-    q = _conjugate(p); n, m = Xf.shape
+    q = conjugate(p); n, m = Xf.shape
     d = m + int(fit_b)
     Xt = torch.cat([Xf, torch.ones(n, 1, dtype=Xf.dtype, device=Xf.device)], 1) if fit_b else Xf
     z = torch.cat([th0, b0.reshape(1)]) if fit_b else th0.clone()
@@ -310,12 +219,13 @@ def _robust_exact(risk, eps, p, rho, w0, wd, gtol):
     w = risk.flatten(d)
     th = z[:m]
     r = y - Xf @ th - (z[m] if fit_b else b0)
-    obj = float(0.5 * ((r.abs() + rho * torch.linalg.vector_norm(th, ord=_conjugate(p))) ** 2).mean() + 0.5 * wd * (w @ w))
+    obj = float(0.5 * ((r.abs() + rho * torch.linalg.vector_norm(th, ord=conjugate(p))) ** 2).mean() + 0.5 * wd * (w @ w))
     # the exact inner maximiser: δ_i = −sgn(r_i) ρ φ_θ with φ_θ = adversarial_direction(θ, p) (r_i = 0: either sign)
     delta = (-torch.sign(r)[:, None] * rho * adversarial_direction(th[None], p)).reshape(risk.X.shape)
     return w, st, obj, delta
 
 # %% ../nbs/10_aif.ipynb #2ddd3d95
+@doc_params
 def robust_fit(risk, # a `Risk` (model, loss, training data); its parameters are the start unless `w0`
                eps: float, # ε ≥ 0: the attack radius is ε·Ê‖x‖_p
                p: float|str=2, # the l_p attack
@@ -338,7 +248,7 @@ def robust_fit(risk, # a `Risk` (model, loss, training data); its parameters are
     With `anchor` = θ̃ the objective gets ½λ‖θ − θ̃‖² − ∇R(θ̃)ᵀθ instead of ½λ‖θ‖²: θ̃ is then its exact ε = 0 solution
     with Hessian Ĥ(θ̃) + λI, so `aif(risk.at(w=θ̃), damping=λ)` is its exact derivative (Section 4.1's surrogate)."""
     t0 = time.perf_counter()
-    p = _check_p(p)
+    p = check_p(p)
     _check_risk(risk)
     eps = check_positive(eps, 'eps', strict=False)
     wd = check_positive(weight_decay, 'weight_decay', strict=False)
@@ -348,7 +258,7 @@ def robust_fit(risk, # a `Risk` (model, loss, training data); its parameters are
     if method not in ('pgd', 'exact'): raise ValueError(f"method: expected 'pgd' or 'exact', got {method!r}")
     if outer not in ('lbfgs', 'gd'): raise ValueError(f"outer: expected 'lbfgs' or 'gd', got {outer!r}")
     X = check_tensor(risk.X, 'risk.X')
-    scale = _input_scale(X, p) if scale is None else check_positive(scale, 'scale', strict=False)
+    scale = input_scale(X, p) if scale is None else check_positive(scale, 'scale', strict=False)
     rho = eps * scale
     w = risk.w.detach().clone() if w0 is None else _check_w(w0, risk, 'w0').clone()
     f64 = torch.finfo(risk.dtype).eps < 1e-10
@@ -531,7 +441,7 @@ def _aif_setup(risk, p, *, method: str='krylov', damping=None, scale=None, rtol=
     """The checks and defaults of the AIF family in one place (`aif`, `aif_confidence_interval`, `setsens.dro`): the
     order p, the risk, the method, the damping ("auto": Lanczos), the scale Ê‖x‖_p over the whole data set (every shard),
     the solver tolerance, and φ_i; `warn`: the caller's name for the zero-gradient warning."""
-    p = _check_p(p)
+    p = check_p(p)
     _check_risk(risk)
     if risk.n < min_n:
         raise ValueError(f"risk: Remark 2's interval needs at least {min_n} examples (the spread of the ζ_i), got n = {risk.n}; "
@@ -567,6 +477,7 @@ class AIFInfo:
     solver: object # `KrylovInfo` (krylov) or dict(eig_min, eig_max, rank) (dense)
     converged: bool # whether the solve met its tolerance
 
+@doc_params
 def aif(risk, # a `setsens.risk.Risk` at the (standard) minimiser θ̂
         p: float|str=2, # the l_p attack, p ∈ [1, ∞]
         *,
@@ -584,7 +495,7 @@ def aif(risk, # a `setsens.risk.Risk` at the (standard) minimiser θ̂
                     lanczos_steps=lanczos_steps, warn='aif')
     p, lam, est, scale, rtol, phi, zero = at.p, at.damping, at.damping_estimate, at.scale, at.rtol, at.phi, at.zero
     if x0 is not None:
-        _check_real(x0, 'x0')
+        check_real(x0, 'x0')
         if tuple(x0.shape) != (risk.p,): raise ValueError(f"x0: expected shape ({risk.p},) (risk.p parameters), got {tuple(x0.shape)}")
         check_same(x0, risk.w, 'x0, risk.w')
     dX = scale * phi
@@ -600,9 +511,9 @@ def aif(risk, # a `setsens.risk.Risk` at the (standard) minimiser θ̂
 # %% ../nbs/10_aif.ipynb #13e37392
 def _linreg_aif_closed_form(X, y, w, p):
     "Î of Theorem 4.1 for ½(y − θᵀx)² without intercept, in closed form (an independent check of `aif`)."
-    q = _conjugate(p)
+    q = conjugate(p)
     r = y - X @ w
-    s = _input_scale(X, p)
+    s = input_scale(X, p)
     Phi = s * (-torch.sign(r)[:, None] * torch.linalg.vector_norm(w, ord=q) * X
                + r.abs()[:, None] * adversarial_direction(w[None], p)).mean(0)
     return -torch.linalg.solve(X.T @ X / len(y), Phi)
@@ -617,6 +528,7 @@ class ModelSensitivity:
     quadratic: float|None # ½ Δθᵀ Ĥ_e Δθ with Δθ = θ̂_ε − θ̂: eq. 3
     aif: float|None # ½ ε² Îᵀ Ĥ_e Î: the AIF approximation (Section 4)
 
+@doc_params
 def model_sensitivity(risk_eval, # a `Risk` on the evaluation set (X^e, Y^e); its parameters are θ̂ unless `w_hat`
                       w_eps: torch.Tensor|None=None, # θ̂_ε, the robust optimiser (flat, (p,)); None: skip the fitted terms
                       *,
@@ -722,6 +634,7 @@ class AIFInterval:
         d = self.center - value
         return float(self.n * d @ torch.linalg.pinv(self.cov, hermitian=True) @ d)
 
+@doc_params
 def aif_confidence_interval(risk, # a `Risk` at θ̂
                             p: float|str=2, # the l_p attack
                             *,

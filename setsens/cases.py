@@ -10,7 +10,11 @@ import numpy as np
 import torch
 from torch import nn
 from .core import check_tensor, check_same, check_positive, in_test, progress, Result, atomic_write
-from .aif import _check_p, _check_xy, _check_real, _conjugate, _input_scale, adversarial_direction
+from pathlib import Path
+from .core import check_real, check_xy
+from .lp import check_p, conjugate, input_scale, adversarial_direction
+from .risk import Risk
+from .aif import aif, model_sensitivity
 
 # %% auto #0
 __all__ = ['THEOREM_5_1_REGIMES', 'squared_loss', 'linear_basis', 'quadratic_basis', 'example_5_1_basis', 'BasisRegression',
@@ -50,7 +54,7 @@ class BasisRegression(nn.Module):
 
 def fit_basis_regression(basis, X: torch.Tensor, y: torch.Tensor) -> BasisRegression:
     "Least squares θ̂ = argmin Σ (y_i − θᵀv(x_i))² (QR, float64 advisable)."
-    _check_xy(X, y)
+    check_xy(X, y)
     V = basis(X)
     th = torch.linalg.lstsq(V, y[:, None]).solution[:, 0]
     return BasisRegression(basis, th)
@@ -67,18 +71,18 @@ def eq6_sensitivity(basis, # v: (n, m) -> (n, d)
                     scale: float|None=None, # the radius scale (None: Ê‖x‖_p over X)
                    ) -> float:
     "Ŝ_ε(𝓖𝓛) of eq. 6 for f = θᵀv(x) and loss (y − f)², in closed form (Theorem 4.1 written out)."
-    _check_xy(X, y)
-    p = _check_p(p)
+    check_xy(X, y)
+    p = check_p(p)
     eps = check_positive(eps, 'eps', strict=False)
-    s = _input_scale(X, p) if scale is None else check_positive(scale, 'scale', strict=False)
+    s = input_scale(X, p) if scale is None else check_positive(scale, 'scale', strict=False)
     n, m = X.shape
     if X_eval is not None:
-        _check_real(X_eval, 'X_eval', ndim=2); check_same(X, X_eval, 'X, X_eval')
+        check_real(X_eval, 'X_eval', ndim=2); check_same(X, X_eval, 'X, X_eval')
         if X_eval.shape[1] != m: raise ValueError(f"X, X_eval: {m} against {X_eval.shape[1]} features")
     V = basis(X)
     if theta is None: th = torch.linalg.lstsq(V, y[:, None]).solution[:, 0]
     else:
-        th = _check_real(theta, 'theta', ndim=1); check_same(X, th, 'X, theta')
+        th = check_real(theta, 'theta', ndim=1); check_same(X, th, 'X, theta')
         if th.shape[0] != V.shape[1]:
             raise ValueError(f"theta: expected shape ({V.shape[1]},) (one coefficient per basis function), got {tuple(th.shape)}")
     eta = y - V @ th
@@ -100,7 +104,7 @@ def eq6_sensitivity(basis, # v: (n, m) -> (n, d)
         C = torch.cov(V.T).reshape(V.shape[1], V.shape[1])
         return float(eps**2*Phi @ torch.linalg.solve(C, Phi))
     psi = adversarial_direction(g, p)                                             # ‖ψ_i‖_p = 1, ψ_iᵀg_i = ‖g_i‖_q
-    gq = torch.linalg.vector_norm(g, ord=_conjugate(p), dim=1)
+    gq = torch.linalg.vector_norm(g, ord=conjugate(p), dim=1)
     Phi = s*((eta.abs()[:, None]*torch.einsum('ndm,nm->nd', J, psi)) - (torch.sign(eta)*gq)[:, None]*V).mean(0)
     M = V.T @ V/n
     Ve = V if X_eval is None else basis(X_eval)
@@ -112,8 +116,6 @@ def eq6_sensitivity(basis, # v: (n, m) -> (n, d)
 def engine_sensitivity(basis, X: torch.Tensor, y: torch.Tensor, X_eval: torch.Tensor, y_eval: torch.Tensor,
                        p: float=2, eps: float=1., scale: float|None=None, method: str="krylov") -> float:
     "Ŝ_ε ≈ ½ε² ÎᵀĤ_eÎ through the engine: least squares, `Risk`, `setsens.aif.aif` (MINRES via `solution_shift`), `model_sensitivity`."
-    from setsens.risk import Risk
-    from setsens.aif import aif, model_sensitivity
     model = fit_basis_regression(basis, X, y)
     I, info = aif(Risk(model, squared_loss, X, y), p, scale=scale, method=method)
     if not info.converged: warnings.warn("engine_sensitivity: the AIF solve did not converge", RuntimeWarning)
@@ -281,7 +283,7 @@ def example_5_1_data(gen: torch.Generator, n: int, M: int, sigma_xi: float) -> t
 
 def example_5_1_sensitivity(X: torch.Tensor, y: torch.Tensor, X_eval: torch.Tensor) -> dict:
     "Ŝ_ε/ε² of Example 5.1 (l₂ attack) with J_v = [I; diag(x/2)] written out, and Theorem 5.3's bound terms: a fast `eq6_sensitivity`."
-    _check_xy(X, y); _check_real(X_eval, 'X_eval', ndim=2); check_same(X, X_eval, 'X, X_eval')
+    check_xy(X, y); check_real(X_eval, 'X_eval', ndim=2); check_same(X, X_eval, 'X, X_eval')
     n, m = X.shape
     if X_eval.shape[1] != m: raise ValueError(f"X, X_eval: {m} against {X_eval.shape[1]} features")
     V = example_5_1_basis(X)
@@ -428,7 +430,6 @@ def table_markdown(rows: list[dict]) -> str:
 def cases_study(out=None, # folder for figures (None: none)
                 quick: bool=False) -> list[Result]:
     "Section 5 of the AIF paper: the Monte Carlo table and Figure 2(a), as `Result`s."
-    from pathlib import Path
     res = []
     # the engine and the closed form (eq. 6 written out) agree to rounding: check on one draw of each model
     g = torch.Generator().manual_seed(0)

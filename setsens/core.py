@@ -10,9 +10,9 @@ import torch
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['KINDS', 'data_dir', 'check_tensor', 'check_precision', 'check_same', 'check_positive', 'check_count', 'in_test',
-           'default_device', 'progress', 'Result', 'md_cell', 'results_markdown', 'result_counts', 'counts_markdown',
-           'atomic_write']
+__all__ = ['KINDS', 'data_dir', 'check_tensor', 'check_precision', 'check_same', 'check_positive', 'check_count', 'check_kind',
+           'check_real', 'check_xy', 'doc_params', 'in_test', 'default_device', 'progress', 'Result', 'md_cell',
+           'results_markdown', 'result_counts', 'counts_markdown', 'atomic_write']
 
 # %% ../nbs/00_core.ipynb #1f61bd51
 def _candidates(start: Path):
@@ -110,6 +110,68 @@ def check_count(n, name: str, # the value and the argument name used in messages
     if v is None: raise ValueError(f"{name}: must be {kind}, got {n!r}")
     if v < lo: raise ValueError(f"{name}: need at least one {what}, got {n!r}" if what and lo == 1 else f"{name}: must be {kind}, got {n!r}")
     return v
+
+# %% ../nbs/00_core.ipynb #3f223700
+_HALF = (torch.float16, torch.bfloat16)
+
+def check_kind(dtype, device, name: str, # the dtype and device of a tensor (or a risk), and the argument name
+               half: bool=False, # allow float16/bfloat16
+              ):
+    "Refuse, naming `name` and the dtype, the meta device, complex dtypes and (unless `half`) float16/bfloat16."
+    if torch.device(device).type == 'meta':
+        raise ValueError(f"{name}: is on the meta device (a shape without values); pass real data on the CPU or a GPU")
+    if dtype.is_complex:
+        raise TypeError(f"{name}: complex dtypes are not supported (the AIF is defined for real data and parameters), got {dtype}")
+    if not half and dtype in _HALF:
+        raise TypeError(f"{name}: half precision ({dtype}) is not supported: the AIF's dense linear algebra and solves "
+                        "need float32 or float64 (cast with .float() or .double())")
+
+def check_real(x, name: str, # the value and the argument name used in messages
+               ndim: int|tuple|None=None, # required number of dimensions (or a tuple of allowed ones)
+               finite: bool=True, # refuse NaN/Inf
+               half: bool=False, # allow float16/bfloat16
+              ) -> torch.Tensor:
+    "`check_tensor` plus `check_kind`: a real (float32/float64; `half`: also float16/bfloat16), finite tensor with values."
+    check_tensor(x, name, ndim=ndim, finite=False)
+    check_kind(x.dtype, x.device, name, half)
+    if finite and not bool(torch.isfinite(x).all()): raise ValueError(f"{name}: contains NaN or Inf")
+    return x
+
+def check_xy(X, y): # regression inputs (n, m) and targets (n,)
+    "Regression data: X (n, m) and y (n,), real finite tensors of one dtype and device, as many targets as rows."
+    check_real(X, 'X', ndim=2); check_real(y, 'y', ndim=1); check_same(X, y, 'X, y')
+    if y.shape[0] != X.shape[0]: raise ValueError(f"X, y: {X.shape[0]} rows against {y.shape[0]} targets")
+
+# %% ../nbs/00_core.ipynb #d697b26b
+import inspect
+from fastcore.docments import docments
+
+_PARAMS = '\nParameters\n----------'
+
+def _params_section(f) -> str:
+    "A numpydoc Parameters section: each parameter of `f` (not self/cls), its annotation, default and docments comment."
+    sig, docs, out = inspect.signature(f), docments(f, returns=False), ['Parameters', '----------']
+    for k, p in sig.parameters.items():
+        if k in ('self', 'cls'): continue
+        head = {p.VAR_POSITIONAL: '*', p.VAR_KEYWORD: '**'}.get(p.kind, '') + k
+        kind = [p.annotation if isinstance(p.annotation, str) else inspect.formatannotation(p.annotation)] if p.annotation is not p.empty else []
+        if p.default is not p.empty: kind.append(f"default {p.default!r}")
+        out += [f"{head} : {', '.join(kind)}" if kind else head, f"    {docs.get(k) or '(not described)'}"]
+    return '\n'.join(out)
+
+def _with_section(doc: str|None, section: str) -> str:
+    base = inspect.cleandoc(doc or '')
+    if _PARAMS in base: base = base[:base.index(_PARAMS)].rstrip()
+    return f"{base}\n\n{section}" if base else section
+
+def doc_params(f): # a function, method or class (decorator use: returns `f`)
+    "Append a numpydoc *Parameters* section, built from `f`'s docments comments, to `__doc__` so `help(f)` shows them."
+    g = f.__init__ if inspect.isclass(f) else getattr(f, '__func__', f)   # a class: its __init__; a classmethod: its function
+    if not callable(g) or not hasattr(g, '__code__'): raise TypeError(f"f: expected a Python function or class, got {type(f).__name__}")
+    section = _params_section(g)
+    if inspect.isclass(f): f.__doc__ = _with_section(f.__doc__, section)
+    g.__doc__ = _with_section((f if inspect.isclass(f) else g).__doc__, section)
+    return f
 
 # %% ../nbs/00_core.ipynb #b4a76d95
 def in_test() -> bool:

@@ -16,6 +16,8 @@ import torch.distributed as dist
 _GROUP_BEFORE_IMPORT = dist.is_available() and dist.is_initialized() and 'torch._dynamo' not in sys.modules
 import torch._dynamo  # noqa: F401
 from .risk import Risk, BaseRisk
+from .graphical import solution_shift, estimate_solution_set
+from .aif import aif
 
 # %% auto #0
 __all__ = ['DistributedRisk', 'shard', 'spawn_loopback', 'example_problem', 'sharded_products']
@@ -95,6 +97,9 @@ class DistributedRisk(BaseRisk):
     def value(self): return self._reduce(self.local.value())
     def grad(self): return self._reduce(self.local.grad())
     def hvp(self, V): return self._reduce(self.local.hvp(V))
+    def _hvp_trusted(self, V):   # `risk.H @ V` in a solve: V not re-scanned (a replaced `hvp` is what H applies)
+        if 'hvp' in vars(self) or type(self).hvp is not DistributedRisk.hvp: return self.hvp(V)
+        return self._reduce(self.local._hvp_trusted(V))
     def jx(self, dX, idx=None): return self._reduce(self.local.jx(dX, idx))   # idx: rows of this rank's shard
     def jxT(self, U, idx=None): return self.local.jxT(U, idx) * self._wt
     def grad_x(self): return self.local.grad_x() if self._gx == 1. else self.local.grad_x() * self._gx  # rows of n·∇ₓR
@@ -223,7 +228,6 @@ def example_problem(seed: int=0, n: int=23, d: int=5, h: int=6, dtype=torch.floa
     return model, X, Y
 
 def _products(risk, X_full_idx, dX, V, U, K_local, seed, gather):
-    from setsens.graphical import solution_shift, estimate_solution_set
     out = dict(value=risk.value(), grad=risk.grad(), hvp=risk.hvp(V), jx=risk.jx(dX), jxT=gather(risk.jxT(U)))
     dXK = dX[K_local] if len(K_local) else dX[:0]
     out['jx_idx'] = risk.jx(dXK, K_local)                      # rows fetched by index; a rank may hold none of them
@@ -231,10 +235,7 @@ def _products(risk, X_full_idx, dX, V, U, K_local, seed, gather):
     out['shift'], info = solution_shift(risk, dXK, idx=K_local, rtol=1e-12, maxiter=200, warn=False, check=False)
     out['shift_converged'] = bool(info.converged)
     out['set'], _ = estimate_solution_set(risk, dXK, n=3, seed=seed, idx=K_local, rtol=1e-12, maxiter=200, warn=False, check=False)
-    try:
-        from setsens.aif import aif
-        out['aif'], _ = aif(risk, 2, rtol=1e-12, maxiter=200)
-    except ImportError: pass
+    out['aif'], _ = aif(risk, 2, rtol=1e-12, maxiter=200)
     return out
 
 def sharded_products(rank: int, world: int, # this process and how many there are (world = 1: no process group)

@@ -10,7 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from .core import check_tensor, check_same, check_positive, check_count, in_test, progress, Result, atomic_write
-from .aif import _check_p, _check_xy, _check_real, _conjugate
+from .core import check_real, check_xy
+from .lp import check_p, conjugate
+from .risk import Risk
+from .aif import _aif_setup, _solve_shift   # private: see tests/test_imports.py
 
 # %% auto #0
 __all__ = ['dro_weights', 'DAIFInfo', 'distributional_aif', 'emp_linear', 'emp_inner_pga', 'DROFitInfo', 'dro_linear_regression',
@@ -18,12 +21,12 @@ __all__ = ['dro_weights', 'DAIFInfo', 'distributional_aif', 'emp_linear', 'emp_i
 
 # %% ../nbs/13_dro.ipynb #dff62645
 def _check_u(u) -> float:
-    "The Wasserstein order u ∈ [1, ∞] (the same check as the attack norm p, `setsens.aif._check_p`)."
-    return _check_p(u, 'u', 'the Wasserstein order must be in [1, inf]')
+    "The Wasserstein order u ∈ [1, ∞] (the same check as the attack norm p, `setsens.lp.check_p`)."
+    return check_p(u, 'u', 'the Wasserstein order must be in [1, inf]')
 
 def _check_beta(beta, X, name: str='beta'):
     "Linear-regression coefficients for X (n, d): a real finite (d,) tensor on X's dtype and device."
-    _check_real(beta, name, ndim=1); check_same(X, beta, f'X, {name}')
+    check_real(beta, name, ndim=1); check_same(X, beta, f'X, {name}')
     if beta.shape[0] != X.shape[1]: raise ValueError(f"{name}: expected shape ({X.shape[1]},), got {tuple(beta.shape)}")
     return beta
 
@@ -35,7 +38,7 @@ def dro_weights(c: torch.Tensor, # ‖∇_x l_i‖_q for every example (n,)
     "Weights w (n,) of the first-order worst-case allocation ‖δ_i‖ ∝ w_i: the unit-l_u vector that maximises Σ w_i c_i."
     u = _check_u(u)
     if rule not in ('exact', 'theorem'): raise ValueError(f"rule: expected 'exact' or 'theorem', got {rule!r}")
-    _check_real(c, 'c', ndim=1, half=True)   # elementwise: half precision is fine here
+    check_real(c, 'c', ndim=1, half=True)   # elementwise: half precision is fine here
     if bool((c < 0).any()): raise ValueError("c: the gradient norms ‖∇_x l_i‖_q must be >= 0")
     if not bool((c > 0).any()):
         raise ValueError("c: every ‖∇_x l_i‖_q is 0, so every allocation is worst-case and the weights are undefined")
@@ -81,12 +84,11 @@ def distributional_aif(risk, # a `setsens.risk.Risk` at θ̂ (per-example losses
                        rtol: float|None=None, maxiter: int|None=None, # the solver's, as in `aif`
                       ) -> tuple[torch.Tensor, DAIFInfo]:
     "Theorem 6.1's distributional AIF −Ĥ⁻¹ n^{(1−u)/u} Ê‖x‖_p Σᵢ wᵢ ∇_{x,θ}lᵢ φᵢ: w = e_J for u = 1, Hölder weights for u > 1."
-    from setsens.aif import _aif_setup, _solve_shift
     u = _check_u(u)
     if rule not in ('exact', 'theorem'): raise ValueError(f"rule: expected 'exact' or 'theorem', got {rule!r}")
     at = _aif_setup(risk, p, scale=scale, rtol=rtol)          # p, the risk, Ê‖x‖_p over every shard, rtol, φ_i, ∇_x l_i
     G, n = at.grad_x, risk.n
-    c, start = _all_rows(risk, torch.linalg.vector_norm(G.reshape(G.shape[0], -1), ord=_conjugate(at.p), dim=1))
+    c, start = _all_rows(risk, torch.linalg.vector_norm(G.reshape(G.shape[0], -1), ord=conjugate(at.p), dim=1))
     if bool((c == 0).all()): raise ValueError("risk: every ∇_x l_i vanishes; the distributional AIF is zero and J is undefined")
     w = dro_weights(c, u, rule)
     wl = w[start:start + G.shape[0]]                          # this process's rows
@@ -106,11 +108,11 @@ def emp_linear(beta: torch.Tensor, # coefficients (d,)
                radius: float, # R = ε·Ê‖x‖_p: the bound on (Σ‖δ_i‖_p^u / n)^{1/u}
                p: float|str=2, u: float|str=1) -> torch.Tensor:
     "EMP(R) of Lemma 6.1 for l = (y − βᵀx)², inner maximum in closed form: u = 1: mean η² + 2Rb‖η‖_∞ + nR²b²; u = 2: (RMS η + Rb)²; u = ∞: mean (|η| + Rb)²; b = ‖β‖_q."
-    p, u = _check_p(p), _check_u(u)
-    _check_xy(X, y); _check_beta(beta, X)
+    p, u = check_p(p), _check_u(u)
+    check_xy(X, y); _check_beta(beta, X)
     radius = check_positive(radius, 'radius', strict=False)
     eta = y - X @ beta
-    b = torch.linalg.vector_norm(beta, ord=_conjugate(p))
+    b = torch.linalg.vector_norm(beta, ord=conjugate(p))
     n = X.shape[0]
     if u == 1: return (eta**2).mean() + 2*radius*b*eta.abs().max() + n*radius**2*b**2
     if u == 2: return ((eta**2).mean().sqrt() + radius*b)**2
@@ -137,7 +139,7 @@ def emp_inner_pga(beta: torch.Tensor, X: torch.Tensor, y: torch.Tensor, radius: 
                   steps: int=400, seed: int=0) -> tuple[float, torch.Tensor]:
     "EMP(R) by projected gradient ascent over all of Δ (p = 2, u ∈ {1, 2}), best of several starts: an independent check of `emp_linear`."
     u = _check_u(u)
-    _check_xy(X, y); _check_beta(beta, X)
+    check_xy(X, y); _check_beta(beta, X)
     if u not in (1, 2): raise ValueError(f"u: emp_inner_pga handles u ∈ {{1, 2}}, got {u}")
     radius = check_positive(radius, 'radius', strict=False)
     steps = check_count(steps, 'steps')
@@ -179,8 +181,8 @@ def dro_linear_regression(X: torch.Tensor, y: torch.Tensor,
                           scale: float|None=None, beta0: torch.Tensor|None=None,
                           gtol: float=1e-13, maxiter: int=100) -> tuple[torch.Tensor, DROFitInfo]:
     "θ̂_ε^DRO = argmin_β EMP(ε Ê‖x‖_p) for l = (y − βᵀx)² by damped Newton (autograd Hessian, float64)."
-    _check_xy(X, y)
-    p, u = _check_p(p), _check_u(u)
+    check_xy(X, y)
+    p, u = check_p(p), _check_u(u)
     eps = check_positive(eps, 'eps', strict=False)
     gtol, maxiter = check_positive(gtol, 'gtol', strict=False), check_count(maxiter, 'maxiter')
     s = float(torch.linalg.vector_norm(X, ord=p, dim=1).mean()) if scale is None else check_positive(scale, 'scale')
@@ -206,7 +208,6 @@ def dro_linear_regression(X: torch.Tensor, y: torch.Tensor,
 # %% ../nbs/13_dro.ipynb #039e8f54
 def _linear_problem(n: int, seed: int, d: int=3, sigma: float=.5):
     "Linear regression data y = xᵀβ* + σξ (x, ξ standard normal), its least-squares fit and a `Risk` with l = (y − βᵀx)²."
-    from setsens.risk import Risk
     g = torch.Generator().manual_seed(seed)
     X = torch.randn(n, d, generator=g, dtype=torch.float64)
     beta = torch.linspace(2., -3.4, d, dtype=torch.float64)

@@ -8,9 +8,10 @@ import math, operator, time, warnings
 from dataclasses import dataclass, fields, replace
 import torch
 from torch.func import grad, jacrev, vmap
-from .core import check_tensor, check_same, check_positive, check_count, check_precision
+from .core import check_tensor, check_same, check_positive, check_count, check_precision, doc_params
 from .sets import AffineSet, hausdorff, _real
 from .risk import _check_idx, BaseRisk
+from .krylov import minres, lsqr, cgls, default_rtol, lanczos
 
 # %% auto #0
 __all__ = ['graphical_derivative', 'coderivative', 'lipschitz_modulus', 'per_example_derivatives', 'eq14_matrices',
@@ -51,6 +52,7 @@ def _norm(x): return float(torch.linalg.vector_norm(x))
 def _opnorm(M): return float(torch.linalg.matrix_norm(M, 2)) if M.numel() else 0.
 
 # %% ../nbs/03_graphical.ipynb #777c8877
+@doc_params
 def graphical_derivative(dwR: torch.Tensor, # ∇_w R (p, p) at (x̄, w̄): the Hessian of the risk
                          dxR: torch.Tensor, # ∇_x R (p, d) at (x̄, w̄): the mixed derivative
                          mu: torch.Tensor, # the data direction Δx (d,)
@@ -78,6 +80,7 @@ def _range_basis(M, atol):
     return U[:, :int((S > atol).sum())]
 
 # %% ../nbs/03_graphical.ipynb #f33cb061
+@doc_params
 def coderivative(dwR: torch.Tensor, # ∇_w R (p, p)
                  dxR: torch.Tensor, # ∇_x R (p, d)
                  p: torch.Tensor, # a weight-space covector (p,)
@@ -100,6 +103,7 @@ def coderivative(dwR: torch.Tensor, # ∇_w R (p, p)
     return AffineSet(q0, basis)
 
 # %% ../nbs/03_graphical.ipynb #9df9e285
+@doc_params
 def lipschitz_modulus(dwR: torch.Tensor, # ∇_w R (p, p)
                       dxR: torch.Tensor, # ∇_x R (p, d)
                       rtol: float|None=None, # rank tolerance relative to σ_max(dwR); default p·eps
@@ -228,15 +232,13 @@ _SOLVERS = ('minres', 'lsqr', 'cgls')
 
 def _solver(solver):
     if callable(solver): return solver
-    from setsens.krylov import minres, lsqr, cgls
     named = dict(minres=minres, lsqr=lsqr, cgls=cgls)
     if solver not in named: raise ValueError(f"solver: expected one of {_SOLVERS} or a callable, got {solver!r}")
     return named[solver]
 
 def _solve_kwargs(solver, risk, rtol, maxiter, time_budget, progress, kw):
     "Keyword arguments for the solver: rtol resolved for the risk's dtype; budget and progress for a callable only when set."
-    from setsens.krylov import _default_rtol
-    kw = dict(kw, rtol=_default_rtol(risk.dtype) if rtol is None else rtol, maxiter=maxiter)
+    kw = dict(kw, rtol=default_rtol(risk.dtype) if rtol is None else rtol, maxiter=maxiter)
     builtin = not callable(solver)
     if builtin or time_budget is not None: kw['time_budget'] = time_budget
     if builtin or progress is not None: kw['progress'] = progress
@@ -295,8 +297,7 @@ def setup_check(risk, # a `setsens.risk.Risk` at (x̄, w̄)
                ) -> dict:
     """Check the set-up of `solution_shift`/`estimate_solution_set` for one gradient and `steps` HVPs: refuse half
     precision; warn when w̄ is not a stationary point relative to the perturbation, or H has clearly negative curvature."""
-    from setsens.krylov import _check_precision, _lanczos
-    _check_precision(risk.dtype, 'risk')
+    check_precision(risk.dtype, 'risk', what='the Krylov solves and Lanczos')
     steps = check_count(steps, 'steps')
     grad_tol, neg_tol = check_positive(grad_tol, 'grad_tol'), check_positive(neg_tol, 'neg_tol')
     out = {}
@@ -305,7 +306,7 @@ def setup_check(risk, # a `setsens.risk.Risk` at (x̄, w̄)
         gn = float(torch.linalg.vector_norm(g))
         bn = float(torch.linalg.vector_norm(b.reshape(b.shape[0], -1), dim=0).min())
         out.update(grad_norm=gn, rhs_norm=bn, grad_ratio=gn/bn if bn > 0 else (math.inf if gn > 0 else 0.))
-    theta, m = _lanczos(risk.H, risk.p, steps, risk.dtype, risk.device)
+    theta, m = lanczos(risk.H, risk.p, steps, risk.dtype, risk.device)
     t_min, t_max = float(theta[0]), float(theta[-1])
     out.update(ritz_min=t_min, ritz_max=t_max, lanczos_steps=m)
     out['not_stationary'] = b is not None and out['grad_ratio'] > grad_tol
@@ -324,6 +325,7 @@ def setup_check(risk, # a `setsens.risk.Risk` at (x̄, w̄)
 
 
 # %% ../nbs/03_graphical.ipynb #3f68eff3
+@doc_params
 def solution_shift(risk, # a `setsens.risk.Risk` (any `BaseRisk`) at (x̄, w̄)
                    dX: torch.Tensor, # perturbations: X-shaped (idx=None), or (|K|, ...) with idx; optional trailing batch axis
                    idx=None, # the perturbed index set K (ints); None: the non-zero rows of dX. With idx only the rows K are read
@@ -339,8 +341,7 @@ def solution_shift(risk, # a `setsens.risk.Risk` (any `BaseRisk`) at (x̄, w̄)
                    **solver_kwargs, # passed to the solver (e.g. atol, callback, warn)
                   ):
     "Eqs. 17–19: solve H Δw = −J ΔX (or (H + λI) Δw = −J ΔX) matrix-free; returns (Δw shaped (p,) or (p, k), KrylovInfo)."
-    from setsens.krylov import _check_precision
-    _check_precision(_check_risk(risk).dtype, 'risk')
+    check_precision(_check_risk(risk).dtype, 'risk', what='the Krylov solves')
     lam = _damping(damping)
     dXw, K = _weighted_dX(risk, dX, idx, weighting)
     b = -risk.jx(dXw, K)
@@ -350,6 +351,7 @@ def solution_shift(risk, # a `setsens.risk.Risk` (any `BaseRisk`) at (x̄, w̄)
                            **_solve_kwargs(solver, risk, rtol, maxiter, time_budget, progress, solver_kwargs))
 
 # %% ../nbs/03_graphical.ipynb #c8867a18
+@doc_params
 def estimate_solution_set(risk, # a `setsens.risk.Risk` (any `BaseRisk`) at (x̄, w̄)
                           dX: torch.Tensor, # one perturbation: X-shaped (idx=None) or (|K|, ...) with idx
                           n: int, # number of points to sample
@@ -371,8 +373,7 @@ def estimate_solution_set(risk, # a `setsens.risk.Risk` (any `BaseRisk`) at (x̄
     nd = len(_check_risk(risk).x_shape)
     if isinstance(dX, torch.Tensor) and dX.ndim != nd:
         raise ValueError(f"dX: one perturbation of {nd} dimensions expected (no batch axis), got shape {tuple(dX.shape)}")
-    from setsens.krylov import _check_precision
-    _check_precision(risk.dtype, 'risk')
+    check_precision(risk.dtype, 'risk', what='the Krylov solves')
     lam = _damping(damping)
     if time_budget is not None: time_budget = check_positive(time_budget, 'time_budget', allow_inf=True)
     p, A = risk.p, _operator(risk, lam)

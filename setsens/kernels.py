@@ -10,7 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from .core import check_tensor, check_same, check_positive, check_count, in_test, progress, data_dir, Result, atomic_write
-from .aif import _check_p, _check_xy, _check_real
+from .core import check_real, check_xy
+from .lp import check_p, adversarial_direction
+from .risk import Risk
+from .aif import aif
 from .cifar import _data_folder, _not_a_file, _check_digest, _read_npz, _check_labelled_images
 
 # %% auto #0
@@ -33,10 +36,10 @@ def ntk_kernel(X1: torch.Tensor, # inputs (n1, m)
                *, normalize: bool=False, # project the inputs onto the unit sphere first
               ) -> torch.Tensor: # (n1, n2)
     "Two-layer ReLU NTK of Section 6.1: xᵢᵀxⱼ(π − ∠(xᵢ, xⱼ))/(2π); on unit vectors the paper's xᵢᵀxⱼ(π − arccos xᵢᵀxⱼ)/(2π)."
-    _check_real(X1, 'X1', ndim=2)
+    check_real(X1, 'X1', ndim=2)
     same = X2 is None or X2 is X1
     if X2 is None: X2 = X1
-    else: _check_real(X2, 'X2', ndim=2); check_same(X1, X2, 'X1, X2')
+    else: check_real(X2, 'X2', ndim=2); check_same(X1, X2, 'X1, X2')
     if X1.shape[1] != X2.shape[1]: raise ValueError(f"X1, X2: {X1.shape[1]} against {X2.shape[1]} features")
     n1, n2 = X1.norm(dim=1, keepdim=True), X2.norm(dim=1, keepdim=True)
     if bool((n1 == 0).any()) or bool((n2 == 0).any()):
@@ -60,7 +63,7 @@ def kernel_ridge_objective(theta: torch.Tensor, # coefficients (n,)
 
 def _check_ridge(X, y, lam) -> float:
     "Validate eq. 7's data (X (n, m), y (n,)) and λ > 0; return λ as a float."
-    _check_xy(X, y)
+    check_xy(X, y)
     return check_positive(lam, 'lam')
 
 def _gram(kernel, X):
@@ -83,7 +86,7 @@ def kernel_ridge(X: torch.Tensor, # inputs (n, m)
     n = X.shape[0]
     if K is None: K = _gram(kernel, X)
     else:
-        _check_real(K, 'K', ndim=2); check_same(X, K, 'X, K')
+        check_real(K, 'K', ndim=2); check_same(X, K, 'X, K')
         if tuple(K.shape) != (n, n): raise ValueError(f"K: expected the ({n}, {n}) Gram matrix of X, got shape {tuple(K.shape)}")
     A = K.T @ K + n*lam*torch.eye(n, dtype=K.dtype, device=K.device)
     return torch.cholesky_solve((K.T @ y)[:, None], torch.linalg.cholesky(A))[:, 0]
@@ -114,12 +117,11 @@ def kernel_aif(X: torch.Tensor, # inputs (n, m)
                theta: torch.Tensor|None=None, # θ̂ (None: `kernel_ridge`)
               ) -> tuple[torch.Tensor, KernelAIFInfo]:
     "Corollary 6.1 (reconstructed): Î(𝒦) = −(KᵀK + nλI)⁻¹ (Kᵀ K̇ θ̂ + K̇ᵀ(Kθ̂ − y)), K̇ = Σ_k ∂K/∂x_k β_k."
-    from setsens.aif import adversarial_direction
-    p = _check_p(p); lam = _check_ridge(X, y, lam)
+    p = check_p(p); lam = _check_ridge(X, y, lam)
     n = X.shape[0]
     if theta is None: th = kernel_ridge(X, y, lam, kernel)
     else:
-        th = _check_real(theta, 'theta', ndim=1); check_same(X, th, 'X, theta')
+        th = check_real(theta, 'theta', ndim=1); check_same(X, th, 'X, theta')
         if th.shape[0] != n:
             raise ValueError(f"theta: expected shape ({n},) (one coefficient per training example), got {tuple(th.shape)}")
     K = _gram(kernel, X)
@@ -162,9 +164,8 @@ def robust_kernel_ridge(X: torch.Tensor, y: torch.Tensor, lam: float,
                         warn: bool=True,
                        ) -> tuple[torch.Tensor, RobustKernelInfo]:
     "θ̂_ε = argmin_θ max_{‖δ_k‖_p ≤ ρ} L̂_n(θ, X + Δ, Y) (eq. 7 under attack), by a damped, safeguarded Anderson saddle-point iteration."
-    from setsens.aif import adversarial_direction
     t0 = time.perf_counter()
-    p = _check_p(p); eps = check_positive(eps, 'eps', strict=False); lam = _check_ridge(X, y, lam)
+    p = check_p(p); eps = check_positive(eps, 'eps', strict=False); lam = _check_ridge(X, y, lam)
     maxiter, memory = check_count(maxiter, 'maxiter'), check_count(memory, 'memory')
     tol, mixing = check_positive(tol, 'tol'), check_positive(mixing, 'mixing')
     n = X.shape[0]
@@ -291,8 +292,6 @@ def plot_figure_2b(res: dict, ax=None):
 # %% ../nbs/12_kernels.ipynb #99327ecf
 def kernels_study(out=None, quick: bool=False) -> list[Result]:
     "Section 6.1: the kernel AIF against the engine and the robust fit, and Figure 2(b) on MNIST, as `Result`s."
-    from setsens.risk import Risk
-    from setsens.aif import aif
     res = []
     X, y = mnist_regression_sample(40, 123)
     lam = 1e-3

@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 import torch
 from tqdm import tqdm
-from .core import check_tensor, check_same, check_positive
+from .core import check_tensor, check_same, check_positive, doc_params
 from .risk import LinearOperator
 
 # %% auto #0
@@ -112,7 +112,7 @@ def _check_precision(dtype, name):
                         f"({torch.finfo(dtype).eps:.1e}) is above any useful tolerance of a Krylov solve; "
                         "cast with .float() (float32) or .double() (float64)")
 
-def _default_rtol(dtype) -> float:
+def default_rtol(dtype) -> float: # float32 or float64
     "The relative tolerance that `rtol=None` means: 1e-6 in float64, 1e-4 in float32 (see \"Tolerances\")."
     _check_precision(dtype, 'dtype')
     if dtype not in _RTOL: raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
@@ -155,7 +155,7 @@ def _start(x0, b, n):
 
 def _options(rtol, atol, maxiter, n, dtype, damp=0., callback=None, time_budget=None):
     "Validated (rtol, atol, maxiter, time_budget); rtol=None: the dtype's default."
-    rtol = _default_rtol(dtype) if rtol is None else check_positive(rtol, 'rtol', strict=False)
+    rtol = default_rtol(dtype) if rtol is None else check_positive(rtol, 'rtol', strict=False)
     if time_budget is not None: time_budget = check_positive(time_budget, 'time_budget', allow_inf=True)
     atol = check_positive(atol, 'atol', strict=False)
     check_positive(damp, 'damp', strict=False)
@@ -313,7 +313,7 @@ def _solve(solver, cycle, op, opT, B, X0, vec, rtol, atol, maxiter, warn, callba
                       rel_normres=sq(rel_ar), rel_resnorm=sq(rel_r))
     return sq(X*s), info
 
-def _lanczos(op, # symmetric operator v (p,) -> (p,)
+def lanczos(op, # symmetric operator v (p,) -> (p,)
              p:int, steps:int, dtype, device, seed:int=0):
     "`steps` Lanczos steps (full reorthogonalisation) from a seeded random start: (Ritz values ascending (float64, CPU), steps run)."
     g = torch.Generator().manual_seed(seed)                  # a private generator: the global RNG is not touched
@@ -335,6 +335,7 @@ def _lanczos(op, # symmetric operator v (p,) -> (p,)
         e = torch.stack(bt[:m-1]).double().cpu(); T = T + torch.diag(e, 1) + torch.diag(e, -1)
     return torch.linalg.eigvalsh(T), m
 
+_default_rtol, _lanczos = default_rtol, lanczos   # their names before issue 14 (still imported elsewhere)
 
 # %% ../nbs/02_krylov.ipynb #b7c2e4a1
 def _refl(a, b):
@@ -474,6 +475,7 @@ def _mres_cycle(op, B):
 
 
 # %% ../nbs/02_krylov.ipynb #2fb0f628
+@doc_params
 def minres(A, # symmetric operator: a (p, p) `LinearOperator` (e.g. risk.H), a callable mapping (p,)→(p,) and (p, k)→(p, k), or a (p, p) tensor
            b:torch.Tensor, # right-hand side(s), (p,) or (p, k)
            x0:torch.Tensor|None=None, # starting point(s) shaped like b; their ker-A part is kept
@@ -590,6 +592,7 @@ def _lsqr_cycle(op, opT, B, damp):
     return cycle
 
 # %% ../nbs/02_krylov.ipynb #a4a29f07
+@doc_params
 def lsqr(A, # an (m, n) `LinearOperator` (its .T is Aᵀ), a callable mapping (n,)→(m,) and (n, k)→(m, k), or an (m, n) tensor
          b:torch.Tensor, # right-hand side(s), (m,) or (m, k)
          x0:torch.Tensor|None=None, # starting point(s), (n,) or (n, k); their ker-A part is kept
@@ -652,6 +655,7 @@ def _cgls_cycle(op, opT, B):
     return cycle
 
 # %% ../nbs/02_krylov.ipynb #eca1e09d
+@doc_params
 def cgls(A, # an (m, n) `LinearOperator` (its .T is Aᵀ), a callable mapping (n,)→(m,) and (n, k)→(m, k), or an (m, n) tensor
          b:torch.Tensor, # right-hand side(s), (m,) or (m, k)
          x0:torch.Tensor|None=None, # starting point(s), (n,) or (n, k); their ker-A part is kept

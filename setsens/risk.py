@@ -15,7 +15,7 @@ from torch.utils.data.distributed import DistributedSampler
 from torch.func import functional_call, jvp, vjp, vmap, grad as fgrad, grad_and_value
 from torch.autograd.function import once_differentiable
 from fastcore.basics import patch
-from .core import check_tensor, check_same, check_positive
+from .core import check_tensor, check_same, check_positive, doc_params
 
 # %% auto #0
 __all__ = ['LOSSES', 'check_eval_mode', 'BaseRisk', 'Risk', 'LinearOperator', 'IdentityOperator', 'HessianOperator',
@@ -246,6 +246,9 @@ class BaseRisk:
     def grad(self) -> torch.Tensor: self._missing('grad()')
     def grad_x(self) -> torch.Tensor: self._missing('grad_x()')
     def hvp(self, V: torch.Tensor) -> torch.Tensor: self._missing('hvp(V)')
+    def _hvp_trusted(self, V: torch.Tensor) -> torch.Tensor:
+        "H V for the operator `H` inside a solve (V's shape, dtype and device checked by the operator); `hvp` unless a risk has a cheaper path."
+        return self.hvp(V)
     def jx(self, dX: torch.Tensor, idx=None) -> torch.Tensor: self._missing('jx(dX, idx)')
     def jxT(self, U: torch.Tensor, idx=None) -> torch.Tensor: self._missing('jxT(U, idx)')
     def data_mean(self, v: torch.Tensor) -> torch.Tensor: self._missing('data_mean(v)')
@@ -266,6 +269,7 @@ class BaseRisk:
         return IdentityOperator(self.p, self.dtype, self.device)
 
 # %% ../nbs/01_risk.ipynb #01032a1d
+@doc_params
 class Risk(BaseRisk):
     "The empirical risk R(w, X) (what the loss computes on all n rows; (1/n) Σ l(f(x_i; w), y_i) for a per-example loss) as a matrix-free operator at a stored (w, X)."
     MODES = ('rev_rev', 'fwd_rev', 'rev_rev_cached')
@@ -323,6 +327,7 @@ class Risk(BaseRisk):
         self._probe()   # fail early on a bad loss/model/data
 
     @classmethod
+    @doc_params
     def from_function(cls, fn, # fn(params: dict, X, Y) -> 0-d tensor: the risk itself (no 1/n is added)
                       params: dict, # name -> tensor: the parameters w at which to evaluate
                       X: torch.Tensor, # data (n, ...), floating
@@ -820,11 +825,13 @@ class Risk(BaseRisk):
     def _state(self):
         if self.model is not None: check_eval_mode(self.model, self._stateful); self._check_buffers()
 
-    def _finite(self, out, vals, what):
-        "One check (one device sync) per call: the result `out` and every chunk's loss value in `vals` are finite; else find and name the first bad row."
+    def _finite(self, out, vals, what, inputs=()):
+        "One check (one device sync) per call: the result `out` and every chunk's loss value in `vals` are finite; else name an unscanned input `(tensor, name)` in `inputs` that is NaN/Inf, or find and name the first bad row."
         ok = torch.isfinite(out).all()
         if len(vals): ok = ok & torch.isfinite(torch.stack([v.detach() for v in vals])).all()
-        if not bool(ok): self._bad_row(what)
+        if not bool(ok):
+            for t, name in inputs: check_tensor(t, name)
+            self._bad_row(what)
         return out
 
     def _bad_row(self, what):
@@ -956,17 +963,27 @@ def _hvp_chunk(self: Risk, w, V, Xc, Yc, key):
     fn, val = hit
     return self._cols(lambda v: fn(v)[0], V, V.ndim == 2), val
 
+def _hvp_sum(self: Risk, Vt):
+    "Σ over the chunks of H_c V (columns first) times the risk's scale, and the chunks' loss values."
+    out, vals = 0, []
+    for s, Xc, Yc in self._chunks():
+        o, v = _hvp_chunk(self, self._w, Vt, Xc, Yc, (s.start, s.stop))
+        out = out + o; vals.append(v)
+    return out*self._scale, vals
+
 @patch
 def hvp(self: Risk, V: torch.Tensor, # (p,) or (p, k)
         ) -> torch.Tensor:
     "H V with H = ∇²_w R(w, X); V (p,) -> (p,), V (p, k) -> (p, k). Never forms H."
     self._state()
-    Vt = self._rhs(V, 'V')
-    out, vals = 0, []
-    for s, Xc, Yc in self._chunks():
-        o, v = _hvp_chunk(self, self._w, Vt, Xc, Yc, (s.start, s.stop))
-        out = out + o; vals.append(v)
-    return _tr(self._finite(out*self._scale, vals, 'hvp(V)'), V.ndim == 2)
+    return _tr(self._finite(*_hvp_sum(self, self._rhs(V, 'V')), 'hvp(V)'), V.ndim == 2)
+
+@patch
+def _hvp_trusted(self: Risk, V: torch.Tensor) -> torch.Tensor:
+    "`hvp` for `risk.H @ V` in a solve: no NaN/Inf scan of V (the solver validated b and watches its iterates); V is scanned only if the product comes out non-finite, to name it."
+    if 'hvp' in vars(self) or type(self).hvp is not Risk.hvp: return self.hvp(V)   # a replaced `hvp` is what H applies
+    self._state()
+    return _tr(self._finite(*_hvp_sum(self, V if V.ndim == 1 else V.T), 'hvp(V)', inputs=((V, 'V'),)), V.ndim == 2)
 
 # %% ../nbs/01_risk.ipynb #8c3391f6
 def _jx_chunk(self: Risk, w, dXc, Xc, Yc, batched):
@@ -1192,7 +1209,7 @@ class HessianOperator(LinearOperator):
     "H = ∇²_w R of a risk as a symmetric (p, p) operator: `H @ V` is `risk.hvp(V)`."
     def __init__(self, risk: BaseRisk):
         super().__init__((risk.p, risk.p), risk.dtype, risk.device); self.risk = risk
-    def _matmat(self, V): return self.risk.hvp(V)
+    def _matmat(self, V): return self.risk._hvp_trusted(V)   # `LinearOperator.__matmul__` checked V's shape, dtype, device
     def _adjoint(self): return self
 
 class MixedOperator(LinearOperator):

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import math, numbers
 import torch
-from .core import check_tensor, check_same, check_positive, check_precision
+from .core import check_tensor, check_same, check_positive, check_precision, doc_params
 
 # %% auto #0
 __all__ = ['MEMORY_BUDGET', 'AffineSet', 'point_to_set_distance', 'excess', 'hausdorff']
@@ -362,6 +362,7 @@ def excess(C, # an (n, d) point cloud (or an `AffineSet`)
         return point_to_set_distance(C.point, D, chunk_size)
     return torch.tensor(math.sqrt(_excess_sq(C, D, chunk_size)), dtype=P.dtype, device=P.device)
 
+@doc_params
 def hausdorff(C, # an (n, d) point cloud or an `AffineSet`
               D, # an (m, d) point cloud or an `AffineSet`
               chunk_size: int|None=None, # points per block; None: from `MEMORY_BUDGET`

@@ -11,6 +11,7 @@ import sympy as sp
 from torch.func import grad, jacrev
 from .core import Result, results_markdown, counts_markdown, check_tensor, check_same, check_positive, atomic_write
 from .sets import point_to_set_distance, excess, hausdorff
+from .risk import Risk
 from .graphical import (graphical_derivative, coderivative, lipschitz_modulus, influence_point,
                                training_stability, per_example_derivatives, eq14_matrices)
 
@@ -228,7 +229,6 @@ def toy_risk(x: torch.Tensor|None=None, # inputs (2,); default x̄
              w=TOY_W, # weights (w1, w2)
             ):
     "The toy as a `setsens.risk.Risk` (mean of ½(f − y)², X of shape (2, 1))."
-    from setsens.risk import Risk
     xbar, y, _, _ = toy_data()
     x = xbar if x is None else x
     return Risk(ToyNet(w), "mse", x[:, None], y[:, None])

@@ -16,3 +16,16 @@ def mlp_risk(dtype=f64):
     X = torch.randn(6, 2, generator=g, dtype=f64)
     Y = torch.randn(6, 1, generator=g, dtype=f64)
     return Risk(net.to(dtype), 'mse', X.to(dtype), Y.to(dtype))
+
+
+def sym_matrix(p, r, cond=100., *, seed=0, dtype=f64, indef=False):
+    """A Hessian-like matrix: random symmetric p×p of rank r (built in float64, exactly symmetric, then cast to `dtype`),
+    nonzero |eigenvalues| log-spaced in [1/cond, 1]; `indef`: each of them negated with probability ½ (seeded)."""
+    import math
+    g = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(p, p, generator=g, dtype=f64))
+    lam = torch.zeros(p, dtype=f64)
+    lam[:r] = torch.logspace(0, -math.log10(cond), r, dtype=f64)
+    if indef: lam[:r] *= torch.where(torch.rand(r, generator=g) < 0.5, -1., 1.).double()
+    A = (Q*lam) @ Q.T
+    return ((A + A.T)/2).to(dtype)

@@ -10,13 +10,7 @@ from setsens.aif import (adversarial_direction, aif, model_sensitivity, aif_conf
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _float64_default():
-    "float64 as the default dtype for this module's tests only (restored after, so other modules keep float32)."
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures('float64_module')   # tests/conftest.py
 
 PS = [1, 1.5, 2, 3, math.inf]
 

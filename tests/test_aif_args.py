@@ -14,7 +14,6 @@ from setsens.risk import Risk
 from setsens import aif as A, kernels as K, dro as D, cases as C
 from setsens.graphical import lipschitz_modulus, graphical_derivative, coderivative
 
-torch.set_num_threads(1)
 f64 = torch.float64
 HALF = [torch.float16, torch.bfloat16]
 E = re.escape

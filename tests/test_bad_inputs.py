@@ -24,7 +24,6 @@ from setsens.krylov import minres, lsqr, cgls
 from setsens.graphical import (graphical_derivative, coderivative, lipschitz_modulus, training_stability,
                                solution_shift, estimate_solution_set)
 
-torch.set_num_threads(1)
 f64 = torch.float64
 SOLVERS = [minres, lsqr, cgls]
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),

@@ -11,7 +11,6 @@ from setsens.cases import (linear_basis, quadratic_basis, example_5_1_basis, fit
                            theorem_5_3_bound, example_5_1_constants, example_5_1_sensitivity, example_5_1_data, figure_2a,
                            monte_carlo_table, THEOREM_5_1_REGIMES, cases_study, mc_power, rise_then_fall)
 
-torch.set_num_threads(1)
 F64 = torch.float64
 
 def gauss(g, *shape): return torch.randn(*shape, generator=g, dtype=F64)

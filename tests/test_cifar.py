@@ -12,7 +12,6 @@ from setsens.cifar import (resnet20, resnet32, resnet44, resnet56, resnet110, lo
                            cifar10, evaluate, normalize, CIFAR10_MEAN, CIFAR10_STD)
 from setsens.core import data_dir
 
-torch.set_num_threads(1)
 DATA = data_dir(must_exist=False)
 CKPT = 'resnet56-4bfd9763.th'
 SHA256 = '4bfd97631478d6b638d2764fd2baff3edb1d7d82252d54439343b6596b9b5367'  # data README

@@ -39,7 +39,6 @@ import pytest
 import torch
 from torch import nn
 
-torch.set_num_threads(1)
 f64 = torch.float64
 ROOT = Path(__file__).resolve().parents[1]
 

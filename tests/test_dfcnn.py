@@ -7,7 +7,6 @@ from setsens.dfcnn import (DFCNN, fit_zero_loss, trained_dfcnn, layer_gram, laye
                            dense_layer_blocks, exact_layer_modulus, check_assumption2, inclusion_check, layer_jacobian)
 from setsens.graphical import lipschitz_modulus
 
-torch.set_num_threads(1)
 f64 = torch.float64
 
 

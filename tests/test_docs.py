@@ -1,6 +1,7 @@
 """The documentation book, built without Quarto and checked as a reader sees it.
 
-Builds every notebook to HTML (tools/build_html_docs.py; CI sizes), then checks each page twice:
+Builds every notebook to HTML from its stored outputs (tools/build_html_docs.py --stored: what nbdev_docs shows;
+CI checks before that the stored outputs are current), then checks each page twice:
 
 - in the built HTML (no browser needed, so these always run): no markdown table left as a paragraph of raw
   `|` text, no link to a `.ipynb` file or to a page that is not there, no visible `show_doc(...)` input, no
@@ -45,7 +46,9 @@ def site():
     pre = os.environ.get('SETSENS_DOCS_SITE')
     if pre: return Path(pre)
     out = Path(tempfile.mkdtemp(prefix='setsens_site_'))
-    r = subprocess.run([sys.executable, str(ROOT/'tools'/'build_html_docs.py'), '--out', str(out)],
+    # from the outputs stored in the notebooks (what nbdev_docs and GitHub show); CI checks first that they are
+    # current (tools/nb_outputs.py --check), so executing every notebook a third time would check nothing more
+    r = subprocess.run([sys.executable, str(ROOT/'tools'/'build_html_docs.py'), '--out', str(out), '--stored'],
                        capture_output=True, text=True)
     print(r.stdout[-3000:], r.stderr[-3000:])
     assert (out/'manifest.json').exists(), r.stderr[-2000:]

@@ -36,7 +36,6 @@ from setsens.krylov import minres, lsqr, cgls
 from setsens.graphical import lipschitz_modulus, solution_shift, estimate_solution_set
 from setsens.aif import aif
 
-torch.set_num_threads(1)
 f64, f32, f16, bf16, c64, i64 = torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.complex64, torch.int64
 DTYPES = [f16, bf16, f32, f64, c64, i64]
 SHAPES = ['ok', 'empty', '0d', 'extra', 'short']

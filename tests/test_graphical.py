@@ -5,7 +5,6 @@ import torch
 from setsens.graphical import (graphical_derivative, coderivative, lipschitz_modulus, eq14_matrices,
                                per_example_derivatives, solution_set_estimate, influence_point, training_stability)
 
-torch.set_num_threads(1)
 f64 = torch.float64
 
 

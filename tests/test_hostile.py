@@ -78,7 +78,6 @@ from setsens.graphical import (graphical_derivative, coderivative, lipschitz_mod
                                estimate_solution_set)
 from problems import mlp_risk
 
-torch.set_num_threads(1)
 f64 = torch.float64
 HALF = [torch.float16, torch.bfloat16]
 E = re.escape

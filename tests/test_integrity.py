@@ -13,7 +13,6 @@ from setsens import cifar, kernels
 from setsens.cifar import load_pretrained, cifar10, normalize
 from setsens.core import data_dir
 
-torch.set_num_threads(1)
 DATA = data_dir(must_exist=False)
 CKPT = 'resnet56-4bfd9763.th'
 SHA256 = '4bfd97631478d6b638d2764fd2baff3edb1d7d82252d54439343b6596b9b5367'   # data README

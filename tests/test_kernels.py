@@ -9,7 +9,6 @@ from setsens.kernels import (ntk_kernel, kernel_ridge, kernel_ridge_objective, k
 from setsens.risk import Risk
 from setsens.aif import aif
 
-torch.set_num_threads(1)
 F64 = torch.float64
 
 def unit(g, n, m):

@@ -5,18 +5,13 @@ import torch
 from hypothesis import given, settings, HealthCheck, strategies as st
 from setsens.krylov import minres, lsqr, cgls, KrylovInfo
 
-torch.set_num_threads(1)
+from problems import sym_matrix  # shared: tests/problems.py
 F64 = torch.float64
 
 
 def sym(p, r, cond=100., indef=False, seed=0, dtype=F64):
-    "Random symmetric p×p matrix of rank r, nonzero |eigenvalues| log-spaced in [1/cond, 1]."
-    g = torch.Generator().manual_seed(seed)
-    Q, _ = torch.linalg.qr(torch.randn(p, p, generator=g, dtype=F64))
-    lam = torch.zeros(p, dtype=F64)
-    lam[:r] = torch.logspace(0, -math.log10(cond), r, dtype=F64)
-    if indef: lam[:r] *= torch.where(torch.rand(r, generator=g) < 0.5, -1., 1.).double()
-    return ((Q*lam) @ Q.T).to(dtype)
+    "Random symmetric p×p matrix of rank r (tests/problems.py's `sym_matrix`, this module's argument order)."
+    return sym_matrix(p, r, cond, seed=seed, dtype=dtype, indef=indef)
 
 
 def rect(m, n, r, cond=100., seed=0):

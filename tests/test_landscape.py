@@ -8,7 +8,6 @@ from setsens.landscape import (filter_normalized_direction, loss_surface, plot_s
                                plane_from_shifts, model_loss_fn, flatten_params, unflatten_params)
 from setsens.core import data_dir
 
-torch.set_num_threads(1)
 DATA = data_dir(must_exist=False)
 needs_data = pytest.mark.skipif(DATA is None or not (DATA/'resnet56-4bfd9763.th').is_file(),
                                 reason='real data folder (../shared/data or SETSENS_DATA) not found')

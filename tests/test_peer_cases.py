@@ -16,7 +16,6 @@ from torch.utils.data import DataLoader, TensorDataset
 from setsens.risk import Risk
 from peer_cases import CASES, BATCH, N, D
 
-torch.set_num_threads(1)
 RTOL = 1e-10
 K = 3            # right-hand sides per batched product
 SOURCES = ('tensors', 'chunked', 'loader', 'batches')   # the first and third are the brief's; the others are cheap

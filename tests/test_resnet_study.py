@@ -10,7 +10,6 @@ from setsens.graphical import solution_shift
 from setsens.resnet_study import (margin_cross_entropy, example_losses, Poisoning, calibrate_step, poison,
                                   table1_shifts, row_losses, retrain, run_study, StudySize)
 
-torch.set_num_threads(1)
 
 # ---------------------------------------------------------------------------------------------------
 # a small float64 conv net with BatchNorm in eval mode (non-trivial running statistics)

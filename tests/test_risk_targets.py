@@ -14,7 +14,6 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from setsens.risk import Risk
 
-torch.set_num_threads(1)
 f64 = torch.float64
 
 

@@ -11,19 +11,14 @@ from setsens.krylov import minres, lsqr, cgls, _show_progress, _default_rtol
 from setsens.graphical import solution_shift, estimate_solution_set, setup_check, SetupWarning
 from setsens.risk import Risk
 
+from problems import sym_matrix  # shared: tests/problems.py
 f64 = torch.float64
 SOLVERS = [minres, lsqr, cgls]
 
 
 def sym(p, r, cond, seed, dtype=f64, indef=False):
-    "A random symmetric p×p matrix of rank r, nonzero |eigenvalues| log-spaced in [1/cond, 1] (built in float64)."
-    g = torch.Generator().manual_seed(seed)
-    Q, _ = torch.linalg.qr(torch.randn(p, p, generator=g, dtype=f64))
-    lam = torch.zeros(p, dtype=f64)
-    lam[:r] = torch.logspace(0, -math.log10(cond), r, dtype=f64)
-    if indef: lam[:r:3] *= -1
-    A = (Q * lam) @ Q.T
-    return ((A + A.T) / 2).to(dtype)
+    "A random symmetric p×p matrix of rank r (tests/problems.py's `sym_matrix`, this module's argument order)."
+    return sym_matrix(p, r, cond, seed=seed, dtype=dtype, indef=indef)
 
 
 def rhs(p, seed, dtype=f64):

@@ -7,7 +7,6 @@ from setsens.toy import (toy_data, toy_loss, toy_derivatives, toy_solution_const
                          hyperbola_distance, toy_analysis, toy_results, toy_study)
 from setsens.graphical import graphical_derivative, coderivative, lipschitz_modulus
 
-torch.set_num_threads(1)
 f64 = torch.float64
 T = lambda *v: torch.tensor(v, dtype=f64)
 

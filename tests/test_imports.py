@@ -1,0 +1,69 @@
+"""Issue 14: no module of setsens imports another module's private name (`from .x import _y`), and setsens' own
+modules are imported at module level, not inside functions. Scanned with `ast` over setsens/*.py (the exported code)."""
+import ast
+from pathlib import Path
+import pytest
+
+PKG = Path(__file__).resolve().parents[1]/'setsens'
+
+# (importing module, source module, private name): why it still stands. Remove an entry when it is fixed: the test
+# fails on entries that no longer occur, so the list cannot go stale.
+ALLOWED_PRIVATE = {
+    ('attribution', 'graphical', '_index'): "nbs/14_attribution.ipynb belongs to another work package in this round",
+    ('attribution', 'krylov', '_check_precision'): "nbs/14_attribution.ipynb: as above",
+    ('attribution', 'krylov', '_lanczos'): "nbs/14_attribution.ipynb: as above (krylov.lanczos is public now)",
+    ('graphical', 'sets', '_real'): "to do: the complex-input refusal belongs in core's validation",
+    ('graphical', 'risk', '_check_idx'): "to do: the index-set check belongs in core's validation",
+    ('kernels', 'cifar', '_data_folder'): "to do: the data-file helpers need a public home (core's data section)",
+    ('kernels', 'cifar', '_not_a_file'): "to do: as above",
+    ('kernels', 'cifar', '_check_digest'): "to do: as above",
+    ('kernels', 'cifar', '_read_npz'): "to do: as above",
+    ('kernels', 'cifar', '_check_labelled_images'): "to do: as above",
+    ('dro', 'aif', '_aif_setup'): "to do: distributional_aif is to call the public AIF path (issue 14's drift item)",
+    ('dro', 'aif', '_solve_shift'): "to do: as above",
+}
+# Imports of setsens modules that may stay inside a function, and why.
+ALLOWED_LOCAL = {
+}
+
+
+def _imports():
+    "(module, source module, imported name, inside a function?) for every `from .x import y` / `from setsens.x import y`."
+    out = []
+    for f in sorted(PKG.glob('*.py')):
+        tree = ast.parse(f.read_text(encoding='utf-8'))
+        local = {id(n) for fn in ast.walk(tree) if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
+                 for n in ast.walk(fn) if isinstance(n, ast.ImportFrom)}
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom) or node.module is None: continue
+            if node.level == 1: src = node.module
+            elif node.level == 0 and node.module.startswith('setsens.'): src = node.module[len('setsens.'):]
+            else: continue
+            for a in node.names: out.append((f.stem, src, a.name, id(node) in local))
+    return out
+
+
+def test_scan_sees_imports():
+    found = _imports()
+    assert ('aif', 'lp', 'adversarial_direction', False) in found    # the scan works on a known module-level import
+    assert len({m for m, *_ in found}) >= 10
+
+
+def test_no_private_names_across_modules():
+    private = {(m, s, n) for m, s, n, _ in _imports() if n.startswith('_') and not n.startswith('__')}
+    assert private - set(ALLOWED_PRIVATE) == set(), sorted(private - set(ALLOWED_PRIVATE))
+    assert set(ALLOWED_PRIVATE) - private == set(), f"fixed, remove from ALLOWED_PRIVATE: {sorted(set(ALLOWED_PRIVATE) - private)}"
+
+
+def test_setsens_imports_at_module_level():
+    local = {(m, s, n) for m, s, n, inside in _imports() if inside}
+    assert local - set(ALLOWED_LOCAL) == set(), sorted(local - set(ALLOWED_LOCAL))
+
+
+def test_old_private_names_still_import():
+    import setsens.aif as aif, setsens.krylov as krylov, setsens.lp as lp, setsens.core as core
+    assert aif._check_p is lp.check_p and aif._conjugate is lp.conjugate and aif._rownorm is lp.rownorm
+    assert aif._input_scale is lp.input_scale and aif._project_lp is lp.project_lp
+    assert aif.adversarial_direction is lp.adversarial_direction and 'adversarial_direction' in aif.__all__
+    assert aif._check_real is core.check_real and aif._check_xy is core.check_xy and aif._check_kind is core.check_kind
+    assert krylov._lanczos is krylov.lanczos and krylov._default_rtol is krylov.default_rtol

@@ -5,6 +5,16 @@ from torch import nn
 
 f64 = torch.float64
 
+
+def flat_loss(net, loss, X, Y):
+    "R(w) = loss(net(X; w), Y) on all rows as a function of the flat parameters (named_parameters order), and w itself: plain torch, independent of setsens."
+    names = [k for k, _ in net.named_parameters()]
+    shapes = [p.shape for _, p in net.named_parameters()]
+    def R(w):
+        prm = dict(zip(names, (t.reshape(s) for t, s in zip(w.split([s.numel() for s in shapes]), shapes))))
+        return loss(torch.func.functional_call(net, prm, (X,)), Y)
+    return R, torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+
 @lru_cache(None)
 def mlp_risk(dtype=f64):
     "A 2-3-1 tanh MLP on 6 points (float64 values, cast to `dtype`): singular-ish, indefinite Hessian (λ_min ≈ −0.507)."

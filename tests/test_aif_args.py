@@ -23,21 +23,12 @@ def raises(exc, msg):
     return pytest.raises(exc, match=E(msg))
 
 
-from problems import mlp_risk  # shared: tests/problems.py
+from problems import mlp_risk, flat_loss  # shared: tests/problems.py
 
 
 def dense_hessian(risk):
     "H = ∇²_w R by torch.func.hessian of the risk as a function of the flat parameters (independent of setsens' HVPs)."
-    model, X, Y = risk.model, risk.X, risk.Y
-    names = [k for k, _ in model.named_parameters()]
-    shapes = [p.shape for _, p in model.named_parameters()]
-    def R(w):
-        prm, i = {}, 0
-        for k, s in zip(names, shapes):
-            prm[k] = w[i:i + s.numel()].reshape(s); i += s.numel()
-        out = torch.func.functional_call(model, prm, (X,))
-        return 0.5 * ((out - Y) ** 2).sum(-1).mean()
-    w = torch.cat([p.detach().reshape(-1) for _, p in model.named_parameters()])
+    R, w = flat_loss(risk.model, lambda out, Y: 0.5*((out - Y)**2).sum(-1).mean(), risk.X, risk.Y)
     return torch.func.hessian(R)(w)
 
 

@@ -76,7 +76,7 @@ from setsens.krylov import minres, lsqr, cgls
 from setsens.graphical import (graphical_derivative, coderivative, lipschitz_modulus, training_stability,
                                solution_set_estimate, influence_point, eq14_matrices, solution_shift,
                                estimate_solution_set)
-from problems import mlp_risk
+from problems import mlp_risk, flat_loss
 
 f64 = torch.float64
 HALF = [torch.float16, torch.bfloat16]
@@ -108,14 +108,7 @@ def _mlp(d=3, c=4):
 
 def _plain_ce(net, X, Y):
     "R(w) = mean cross-entropy of `net` on (X, Y) as a function of the flat parameters, by plain torch (no Risk)."
-    names = [k for k, _ in net.named_parameters()]
-    shapes = [p.shape for _, p in net.named_parameters()]
-    def R(w):
-        prm, i = {}, 0
-        for k, s in zip(names, shapes):
-            prm[k] = w[i:i + s.numel()].reshape(s); i += s.numel()
-        return F.cross_entropy(functional_call(net, prm, (X,)), Y)
-    return R, torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+    return flat_loss(net, F.cross_entropy, X, Y)
 
 
 # ================================================================ meta tensors given to Risk

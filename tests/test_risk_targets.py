@@ -13,6 +13,7 @@ from torch.func import functional_call, grad, hessian
 from torch.utils.data import DataLoader, TensorDataset
 
 from setsens.risk import Risk
+from problems import flat_loss
 
 f64 = torch.float64
 
@@ -22,18 +23,6 @@ def _problem(c=2, seed=0):
     torch.manual_seed(seed)
     net = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, c)).double().eval()
     return net, torch.randn(7, 3, dtype=f64, generator=g), g
-
-
-def _plain(net, loss, X, Y):
-    "R(w) = loss(net(X; w), Y) on all rows, as a function of the flat parameters, and w itself (plain torch, no Risk)."
-    names = [k for k, _ in net.named_parameters()]
-    shapes = [p.shape for _, p in net.named_parameters()]
-    def R(w):
-        prm, i = {}, 0
-        for k, s in zip(names, shapes):
-            prm[k] = w[i:i + s.numel()].reshape(s); i += s.numel()
-        return loss(functional_call(net, prm, (X,)), Y)
-    return R, torch.cat([p.detach().reshape(-1) for p in net.parameters()])
 
 
 ELEMENTWISE = {
@@ -54,7 +43,7 @@ def test_elementwise_mean_losses_in_every_mode(name, mode):
     loss, kind = ELEMENTWISE[name]
     net, X, g = _problem()
     Y = torch.randn(7, 2, dtype=f64, generator=g) if kind == 'normal' else torch.rand(7, 2, dtype=f64, generator=g)
-    R, w = _plain(net, loss, X, Y)
+    R, w = flat_loss(net, loss, X, Y)
     r = Risk(net, loss, X, Y, batch_size=3, hvp_mode=mode, vectorize=True)
     assert r.reduction == 'mean'
     V = torch.randn(w.numel(), 3, dtype=f64, generator=g)
@@ -71,7 +60,7 @@ def test_mse_mean_fwd_rev_minimal_case_and_mixed_products():
     loss = nn.MSELoss()
     r = Risk(net, loss, X, Y, hvp_mode='fwd_rev')
     def gw(w, X_):
-        R, _ = _plain(net, loss, X_, Y)
+        R, _ = flat_loss(net, loss, X_, Y)
         return grad(R)(w)
     w = r.w
     J = torch.func.jacrev(gw, argnums=1)(w, X).reshape(w.numel(), -1)
@@ -93,7 +82,7 @@ def test_forward_ad_zero_tensor_bug_in_an_unrecognised_loss_gives_advice():
         Risk(net, mine, X, Y, reduction='mean', hvp_mode='fwd_rev').hvp(V)
     except RuntimeError as e:      # torch still has the bug: the message must say what to do
         assert "use hvp_mode='rev_rev'" in str(e) and 'pytorch#123996' in str(e), e
-    R, w = _plain(net, mine, X, Y)
+    R, w = flat_loss(net, mine, X, Y)
     r = Risk(net, mine, X, Y, reduction='mean', hvp_mode='rev_rev')
     torch.testing.assert_close(r.hvp(V), hessian(R)(w) @ V, rtol=1e-10, atol=1e-13)
 
@@ -103,7 +92,7 @@ def test_class_labels_of_other_widths_from_a_data_source(dtype):
     "A DataLoader of (X, labels as int32/int16/uint8/bool): value and gradient are the cross-entropy of the long labels."
     net, X, g = _problem(c=2)
     Y = torch.randint(0, 2, (7,), generator=g)
-    R, w = _plain(net, F.cross_entropy, X, Y)
+    R, w = flat_loss(net, F.cross_entropy, X, Y)
     r = Risk(net, nn.CrossEntropyLoss(), DataLoader(TensorDataset(X, Y.to(dtype)), batch_size=3))
     torch.testing.assert_close(r.value(), R(w), rtol=1e-13, atol=0)
     torch.testing.assert_close(r.grad(), grad(R)(w), rtol=1e-11, atol=1e-13)
@@ -124,5 +113,5 @@ def test_soft_labels_shaped_like_the_output_are_still_class_probabilities():
     "Floating targets shaped like the output (n, C) stay probabilities: the value equals torch's soft-label cross-entropy."
     net, X, g = _problem(c=3)
     P = torch.softmax(torch.randn(7, 3, dtype=f64, generator=g), 1)
-    R, w = _plain(net, F.cross_entropy, X, P)
+    R, w = flat_loss(net, F.cross_entropy, X, P)
     torch.testing.assert_close(Risk(net, nn.CrossEntropyLoss(), X, P, batch_size=3).value(), R(w), rtol=1e-13, atol=0)

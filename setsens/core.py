@@ -11,8 +11,8 @@ from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['KINDS', 'data_dir', 'check_tensor', 'check_precision', 'check_same', 'check_positive', 'check_count', 'check_kind',
-           'check_real', 'check_xy', 'doc_params', 'in_test', 'default_device', 'progress', 'Result', 'md_cell',
-           'results_markdown', 'result_counts', 'counts_markdown', 'atomic_write']
+           'check_real', 'check_xy', 'check_idx', 'doc_params', 'in_test', 'default_device', 'progress', 'moved',
+           'Result', 'md_cell', 'results_markdown', 'result_counts', 'counts_markdown', 'atomic_write']
 
 # %% ../nbs/00_core.ipynb #1f61bd51
 def _candidates(start: Path):
@@ -74,12 +74,14 @@ def check_tensor(x, name: str, # the value and the argument name used in message
 
 def check_precision(x, name: str, # the tensor (or its dtype) and the argument name used in messages
                     what: str="torch.linalg's SVD and pseudo-inverse", # the computation that needs more precision
+                    real: bool=False, # also refuse complex dtypes
                    ):
-    "Raise `TypeError` naming `name` and the dtype for float16/bfloat16, which `what` does not support."
+    "Raise `TypeError` naming `name` and the dtype for float16/bfloat16, which `what` does not support (and, if `real`, for complex dtypes)."
     dtype = x.dtype if isinstance(x, torch.Tensor) else x
+    if real and dtype.is_complex: raise TypeError(f"{name}: expected a real floating dtype, got {dtype}")
     if dtype in (torch.float16, torch.bfloat16):
-        raise TypeError(f"{name}: half precision ({dtype}) is not supported: {what} have no half-precision kernels "
-                        f"and its rounding unit ({torch.finfo(dtype).eps:.1e}) would swamp the rank decisions; cast "
+        raise TypeError(f"{name}: half precision ({dtype}) is not supported by {what}: its rounding unit "
+                        f"({torch.finfo(dtype).eps:.1e}) would swamp the rank decisions and tolerances; cast "
                         f"with .float() (float32) or .double() (float64)")
     return x
 
@@ -142,6 +144,31 @@ def check_xy(X, y): # regression inputs (n, m) and targets (n,)
     check_real(X, 'X', ndim=2); check_real(y, 'y', ndim=1); check_same(X, y, 'X, y')
     if y.shape[0] != X.shape[0]: raise ValueError(f"X, y: {X.shape[0]} rows against {y.shape[0]} targets")
 
+# %% ../nbs/00_core.ipynb #7426d9c6
+def check_idx(idx, n: int, # the row indices (ints: a sequence or tensor) and the number of rows
+              name: str='idx', # the argument name used in messages
+              allow_empty: bool=False, # accept an empty index set
+             ) -> torch.Tensor:
+    "The row indices `idx` as a 1-D int64 CPU tensor: integers in [0, n), none repeated; errors name `name`."
+    if isinstance(idx, torch.Tensor): K = idx.detach()
+    else:
+        try: K = torch.as_tensor(idx)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"{name}: expected integer row indices (a sequence or tensor of ints), got {idx!r}") from None
+    if K.numel() and (K.dtype == torch.bool or K.is_floating_point() or K.is_complex()):
+        raise TypeError(f"{name}: expected integer row indices, got {K.dtype} values (a boolean mask? pass "
+                        f"mask.nonzero().squeeze(1))")
+    K = K.reshape(-1).to('cpu', torch.long)
+    if K.numel() == 0:
+        if allow_empty: return K
+        raise ValueError(f"{name}: the perturbed index set K is empty")
+    lo, hi = int(K.min()), int(K.max())
+    if lo < 0 or hi >= n: raise ValueError(f"{name}: indices must lie in [0, {n}), got {lo if lo < 0 else hi}")
+    u, c = K.unique(return_counts=True)
+    if bool((c > 1).any()): raise ValueError(f"{name}: repeated row indices {u[c > 1].tolist()[:10]}; list each row once")
+    return K
+
+
 # %% ../nbs/00_core.ipynb #d697b26b
 import inspect
 from fastcore.docments import docments
@@ -200,6 +227,20 @@ def _import_jvp_decompositions():
         except Exception: pass
 
 _import_jvp_decompositions()
+
+# %% ../nbs/00_core.ipynb #3954ce3e
+import importlib
+
+def moved(module: str, # the old module's `__name__`
+          names: dict[str, str], # old name -> the module it now lives in
+         ):
+    "A module `__getattr__` for names that moved to another module: warns (`DeprecationWarning`) and returns the new object."
+    def __getattr__(name):
+        if name in names:
+            warnings.warn(f"{module}.{name} has moved: import it from {names[name]}", DeprecationWarning, stacklevel=2)
+            return getattr(importlib.import_module(names[name]), name)
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    return __getattr__
 
 # %% ../nbs/00_core.ipynb #5134e113
 from dataclasses import dataclass, field

@@ -125,13 +125,13 @@ def test_sharded_equals_unsharded():
 
 def test_solve_reads_only_the_weighted_rows(monkeypatch):
     "u = 1 (and rule='theorem') perturbs the worst point alone: `aif`'s solve gets one row and idx = [J], not an X-shaped ΔX."
-    import setsens.dro as D   # dro imports aif's `_solve_shift` at module level: spy on its binding there
+    import setsens.dro as D   # dro imports aif's `aif_shift` at module level: spy on its binding there
     X, y, b, risk = _linear_problem(30, 7)
     J = int((y - X @ b).abs().argmax())
-    seen, orig = [], D._solve_shift
+    seen, orig = [], D.aif_shift
     def spy(risk, dX, *args, **kw):
         seen.append((tuple(dX.shape), list(kw.get('idx'))))
         return orig(risk, dX, *args, **kw)
-    monkeypatch.setattr(D, '_solve_shift', spy)
+    monkeypatch.setattr(D, 'aif_shift', spy)
     distributional_aif(risk, 2, 1); distributional_aif(risk, 2, 2, rule='theorem'); distributional_aif(risk, 2, 2)
     assert seen == [((1, 3), [J]), ((1, 3), [J]), ((30, 3), list(range(30)))]

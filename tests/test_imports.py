@@ -9,18 +9,6 @@ PKG = Path(__file__).resolve().parents[1]/'setsens'
 # (importing module, source module, private name): why it still stands. Remove an entry when it is fixed: the test
 # fails on entries that no longer occur, so the list cannot go stale.
 ALLOWED_PRIVATE = {
-    ('attribution', 'graphical', '_index'): "nbs/14_attribution.ipynb belongs to another work package in this round",
-    ('attribution', 'krylov', '_check_precision'): "nbs/14_attribution.ipynb: as above",
-    ('attribution', 'krylov', '_lanczos'): "nbs/14_attribution.ipynb: as above (krylov.lanczos is public now)",
-    ('graphical', 'sets', '_real'): "to do: the complex-input refusal belongs in core's validation",
-    ('graphical', 'risk', '_check_idx'): "to do: the index-set check belongs in core's validation",
-    ('kernels', 'cifar', '_data_folder'): "to do: the data-file helpers need a public home (core's data section)",
-    ('kernels', 'cifar', '_not_a_file'): "to do: as above",
-    ('kernels', 'cifar', '_check_digest'): "to do: as above",
-    ('kernels', 'cifar', '_read_npz'): "to do: as above",
-    ('kernels', 'cifar', '_check_labelled_images'): "to do: as above",
-    ('dro', 'aif', '_aif_setup'): "to do: distributional_aif is to call the public AIF path (issue 14's drift item)",
-    ('dro', 'aif', '_solve_shift'): "to do: as above",
 }
 # Imports of setsens modules that may stay inside a function, and why.
 ALLOWED_LOCAL = {

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from setsens import cifar, kernels
+from setsens import cifar, data, kernels
 from setsens.cifar import load_pretrained, cifar10, normalize
 from setsens.core import data_dir
 
@@ -66,7 +66,7 @@ def test_good_checkpoint_still_loads_and_hash_is_cached(monkeypatch):
     n = []
     real_new = hashlib.new
     monkeypatch.setattr(cifar.hashlib, 'new', lambda *a, **k: (n.append(a), real_new(*a, **k))[1])
-    cifar._HASHES.clear(); cifar._VERIFIED.clear()
+    data._HASHES.clear(); cifar._VERIFIED.clear()
     for _ in range(3): load_pretrained()
     assert len(n) == 1, f'hashed {len(n)} times'   # (path, inode, size, mtime) cache
 

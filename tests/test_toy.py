@@ -1,4 +1,4 @@
-"The toy example (eq. 16) against values derived by hand (see nbs/04_toy.ipynb for the derivation)."
+"The toy example (eq. 16) against values derived by hand (see nbs/10_toy.ipynb for the derivation)."
 import math
 import pytest
 import sympy as sp

@@ -15,7 +15,8 @@ import argparse, math, time, warnings
 import torch
 from torch import nn
 from setsens.risk import Risk
-from setsens.aif import aif, robust_fit
+from setsens.aif import aif
+from setsens.robust import robust_fit
 
 
 def main():

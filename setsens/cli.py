@@ -11,10 +11,10 @@ from .core import Result, results_markdown, counts_markdown, data_dir, atomic_wr
 from .toy import toy_study
 from .dfcnn import dfcnn_study
 from .resnet_study import resnet_study
-from .aif import aif_study
-from .cases import cases_study
-from .kernels import kernels_study
-from .dro import dro_study
+from .aif_study import aif_study
+from .cases_study import cases_study
+from .kernels_study import kernels_study
+from .dro_study import dro_study
 
 # %% auto #0
 __all__ = ['STUDIES', 'REPORT_TITLE', 'run_study', 'write_report', 'main']

@@ -11,8 +11,8 @@ from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['KINDS', 'data_dir', 'check_tensor', 'check_precision', 'check_same', 'check_positive', 'check_count', 'check_kind',
-           'check_real', 'check_xy', 'check_idx', 'doc_params', 'in_test', 'default_device', 'progress', 'moved',
-           'Result', 'md_cell', 'results_markdown', 'result_counts', 'counts_markdown', 'atomic_write']
+           'check_real', 'check_xy', 'check_params', 'check_idx', 'doc_params', 'in_test', 'default_device', 'progress',
+           'moved', 'Result', 'md_cell', 'results_markdown', 'result_counts', 'counts_markdown', 'atomic_write']
 
 # %% ../nbs/00_core.ipynb #1f61bd51
 def _candidates(start: Path):
@@ -143,6 +143,15 @@ def check_xy(X, y): # regression inputs (n, m) and targets (n,)
     "Regression data: X (n, m) and y (n,), real finite tensors of one dtype and device, as many targets as rows."
     check_real(X, 'X', ndim=2); check_real(y, 'y', ndim=1); check_same(X, y, 'X, y')
     if y.shape[0] != X.shape[0]: raise ValueError(f"X, y: {X.shape[0]} rows against {y.shape[0]} targets")
+
+# %% ../nbs/00_core.ipynb #1a0dd109
+def check_params(w, risk, # the vector and the risk it parametrises (anything with `p`, `dtype`, `device`)
+                 name: str, # the argument name used in messages
+                ) -> torch.Tensor:
+    "`w` as a real (risk.p,) tensor in the risk's dtype and device; errors name `name`."
+    w = check_real(w, name, ndim=1)
+    if w.shape[0] != risk.p: raise ValueError(f"{name}: expected {risk.p} parameters (risk.p), got {w.shape[0]}")
+    return w.to(dtype=risk.dtype, device=risk.device)
 
 # %% ../nbs/00_core.ipynb #7426d9c6
 def check_idx(idx, n: int, # the row indices (ints: a sequence or tensor) and the number of rows

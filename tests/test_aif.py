@@ -5,8 +5,8 @@ import torch
 from torch import nn
 from hypothesis import given, settings, strategies as st
 from setsens.risk import Risk
-from setsens.aif import (adversarial_direction, aif, model_sensitivity, aif_confidence_interval, robust_fit,
-                         _project_lp, _linreg_data, _linreg_risk)
+from setsens.aif import adversarial_direction, aif, model_sensitivity, aif_confidence_interval, _project_lp
+from setsens.robust import robust_fit, linreg_data as _linreg_data, linreg_risk as _linreg_risk
 
 
 
@@ -218,7 +218,7 @@ def test_exact_robust_optimum_is_a_global_minimum(p):
 
 
 def test_exact_inner_maximum_matches_pgd_at_fixed_parameters():
-    from setsens.aif import _pgd
+    from setsens.robust import _pgd
     risk, X, y = linreg()
     w, fi = robust_fit(risk, 0.05, 2, method='exact')
     d = _pgd(risk, w, X, torch.zeros_like(X), fi.radius, 2, 10, 0.25 * fi.radius)
@@ -289,7 +289,7 @@ def test_not_converged_is_reported():
 
 def test_blobs_mlp_weights_do_not_depend_on_the_default_dtype():
     "The notebook (float64 default) and the CLI (float32 default) must train the same network: weights drawn in float64."
-    from setsens.aif import _blobs_mlp
+    from setsens.aif_study import _blobs_mlp
     old = torch.get_default_dtype()
     try:
         built = {}
@@ -310,7 +310,7 @@ def test_blobs_mlp_weights_do_not_depend_on_the_default_dtype():
 def _sharded_zero_tol(rank, world, sizes):
     "aif with zero_tol on rank `rank`'s shard of a linear regression: the threshold must use the largest gradient of every shard."
     from setsens.distributed import DistributedRisk, shard
-    from setsens.aif import _linreg_data, _linreg_risk
+    from setsens.robust import linreg_data as _linreg_data, linreg_risk as _linreg_risk
     X, y = _linreg_data(30, generator=torch.Generator().manual_seed(3))
     w = torch.linalg.lstsq(X, y[:, None]).solution[:, 0]
     dr = DistributedRisk(_linreg_risk(shard(X, rank, world, sizes), shard(y, rank, world, sizes), w))
@@ -321,7 +321,7 @@ def _sharded_zero_tol(rank, world, sizes):
 
 def test_zero_tol_is_relative_to_the_largest_gradient_of_every_shard():
     from setsens.distributed import spawn_loopback
-    from setsens.aif import _linreg_data, _linreg_risk
+    from setsens.robust import linreg_data as _linreg_data, linreg_risk as _linreg_risk
     X, y = _linreg_data(30, generator=torch.Generator().manual_seed(3))
     risk = _linreg_risk(X, y)
     r = (y - X @ risk.w).abs()

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from setsens.risk import Risk
-from setsens import aif as A, kernels as K, dro as D, cases as C
+from setsens import aif as A, robust as RB, kernels as K, dro as D, dro_study as DS, cases as C, cases_study as CS
 from setsens.graphical import lipschitz_modulus, graphical_derivative, coderivative
 
 f64 = torch.float64
@@ -146,7 +146,7 @@ COMPLEX_CASES = [
     ('sensitivity-I_hat', lambda: A.model_sensitivity(mlp_risk(), I_hat=_cplx(mlp_risk().w), eps=0.1), 'I_hat'),
     ('sensitivity-w_hat', lambda: A.model_sensitivity(mlp_risk(), w_hat=_cplx(mlp_risk().w)), 'w_hat'),
     ('aif-x0', lambda: A.aif(mlp_risk(), 2, x0=_cplx(mlp_risk().w)), 'x0'),
-    ('robust_fit-w0', lambda: A.robust_fit(mlp_risk(), 0.1, 2, w0=_cplx(mlp_risk().w)), 'w0'),
+    ('robust_fit-w0', lambda: RB.robust_fit(mlp_risk(), 0.1, 2, w0=_cplx(mlp_risk().w)), 'w0'),
     ('adversarial_direction', lambda: A.adversarial_direction(_cplx(torch.ones(3, 2, dtype=f64)), 2), 'grad_x'),
     ('ntk-X1', lambda: K.ntk_kernel(_cplx(reg_data()[0])), 'X1'),
     ('kernel_ridge-X', lambda: K.kernel_ridge(_cplx(reg_data()[0]), reg_data()[1], 1e-2), 'X'),
@@ -182,7 +182,7 @@ HALF_CASES = [
     ('aif-krylov', lambda dt: A.aif(mlp_risk(dt), 2), 'risk'),
     ('aif-dense', lambda dt: A.aif(mlp_risk(dt), 2, method='dense'), 'risk'),
     ('ci', lambda dt: A.aif_confidence_interval(mlp_risk(dt), 2, method='dense'), 'risk'),
-    ('robust_fit', lambda dt: A.robust_fit(mlp_risk(dt), 0.1, 2), 'risk'),
+    ('robust_fit', lambda dt: RB.robust_fit(mlp_risk(dt), 0.1, 2), 'risk'),
     ('model_sensitivity-risk', lambda dt: A.model_sensitivity(mlp_risk(dt), mlp_risk(dt).w), 'risk_eval'),
     ('model_sensitivity-w_eps', lambda dt: A.model_sensitivity(mlp_risk(), mlp_risk().w.to(dt)), 'w_eps'),
     ('distributional_aif', lambda dt: D.distributional_aif(mlp_risk(dt), 2), 'risk'),
@@ -308,7 +308,7 @@ def test_distributional_aif_overflowing_scale_names_scale():
 def test_distributional_aif_still_correct_on_linear_regression():
     """u = ∞ with l = (y − βᵀx)²: w_i = 1, so Î = −H⁻¹ s (1/n) Σ J_i φ_i with H = 2XᵀX/n, J_i = ∂_β∂_x l_i = 2(βx_iᵀ − r_i I),
     φ_i = ∇_x l_i/‖∇_x l_i‖₂ = −sgn(r_i) β/‖β‖ (p = 2), s = mean ‖x_i‖₂ — all written out here."""
-    X, y, b, risk = D._linear_problem(40, 0)
+    X, y, b, risk = DS._linear_problem(40, 0)
     res = y - X @ b
     s = X.norm(dim=1).mean()
     phi = -torch.sign(res)[:, None] * (b / b.norm())[None, :]
@@ -346,7 +346,7 @@ def test_kernel_nonfinite_derivative_names_kernel():
     (lambda X, y: D.dro_linear_regression(X, y, 0.1, beta0=torch.full((3,), math.inf, dtype=f64)), 'beta0: contains NaN or Inf'),
     (lambda X, y: K.kernel_aif(X, y, 1e-2, theta=torch.full((8,), math.nan, dtype=f64)), 'theta: contains NaN or Inf'),
     (lambda X, y: A.model_sensitivity(mlp_risk(), torch.full((13,), math.nan, dtype=f64)), 'w_eps: contains NaN or Inf'),
-    (lambda X, y: C.example_5_1_sensitivity(X * math.nan, y, X), 'X: contains NaN or Inf'),
+    (lambda X, y: CS.example_5_1_sensitivity(X * math.nan, y, X), 'X: contains NaN or Inf'),
 ], ids=['emp-beta-nan', 'emp-beta-shape', 'emp-rows', 'pga-beta-dtype', 'dro-beta0-inf', 'kernel_aif-theta-nan',
         'sensitivity-w_eps-nan', 'example_5_1-X-nan'])
 def test_nonfinite_and_shapes_named(call, msg):

@@ -4,12 +4,8 @@ import numpy as np
 import pytest
 import sympy as sp
 import torch
-from setsens.cases import (linear_basis, quadratic_basis, example_5_1_basis, fit_basis_regression, squared_loss,
-                           eq6_sensitivity, engine_sensitivity, mean_norm_gaussian, mean_abs_gaussian,
-                           theorem_5_2_sensitivity, theorem_5_2_finite_n_term, gamma_ratio_sq, corollary_5_1_sensitivity,
-                           corollary_5_1_asymptotic, theorem_5_4_ratio, theorem_5_1_conditions, theorem_5_1_population,
-                           theorem_5_3_bound, example_5_1_constants, example_5_1_sensitivity, example_5_1_data, figure_2a,
-                           monte_carlo_table, THEOREM_5_1_REGIMES, cases_study, mc_power, rise_then_fall)
+from setsens.cases import (linear_basis, quadratic_basis, example_5_1_basis, fit_basis_regression, squared_loss, eq6_sensitivity, engine_sensitivity, mean_norm_gaussian, mean_abs_gaussian, theorem_5_2_sensitivity, theorem_5_2_finite_n_term, gamma_ratio_sq, corollary_5_1_sensitivity, corollary_5_1_asymptotic, theorem_5_4_ratio, theorem_5_1_conditions, theorem_5_1_population, theorem_5_3_bound, example_5_1_constants, THEOREM_5_1_REGIMES)
+from setsens.cases_study import example_5_1_sensitivity, example_5_1_data, figure_2a, monte_carlo_table, cases_study, mc_power, rise_then_fall
 
 F64 = torch.float64
 

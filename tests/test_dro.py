@@ -4,8 +4,8 @@ import warnings
 import pytest
 import sympy as sp
 import torch
-from setsens.dro import (dro_weights, distributional_aif, emp_linear, emp_inner_pga, dro_linear_regression,
-                         dro_finite_difference, dro_n_dependence, dro_study, _linear_problem)
+from setsens.dro import (dro_weights, distributional_aif, emp_linear, emp_inner_pga, dro_linear_regression)
+from setsens.dro_study import dro_finite_difference, dro_n_dependence, dro_study, _linear_problem
 from setsens.aif import aif
 from setsens.risk import Risk
 

@@ -8,7 +8,8 @@ from setsens.risk import Risk
 from setsens.sets import hausdorff
 from setsens.krylov import minres, lsqr, cgls
 from setsens.graphical import solution_shift, estimate_solution_set, lipschitz_modulus, graphical_derivative, coderivative
-from setsens.aif import aif, aif_confidence_interval, model_sensitivity, robust_fit
+from setsens.aif import aif, aif_confidence_interval, model_sensitivity
+from setsens.robust import robust_fit
 from setsens.lp import check_p, adversarial_direction, project_lp
 
 PUBLIC = [Risk, Risk.__init__, Risk.from_function, hausdorff, minres, lsqr, cgls, solution_shift, estimate_solution_set,

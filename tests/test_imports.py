@@ -55,3 +55,14 @@ def test_old_private_names_still_import():
     assert aif.adversarial_direction is lp.adversarial_direction and 'adversarial_direction' in aif.__all__
     assert aif._check_real is core.check_real and aif._check_xy is core.check_xy and aif._check_kind is core.check_kind
     assert krylov._lanczos is krylov.lanczos and krylov._default_rtol is krylov.default_rtol
+
+
+def test_moved_names_warn_and_are_the_same_objects():
+    "Issue 14 moved robust training to setsens.robust and the AIF study to setsens.aif_study: the old imports still work."
+    import warnings, setsens.robust as R, setsens.aif_study as S
+    for old, new, name in [('setsens.aif', R, 'robust_fit'), ('setsens.aif', R, 'RobustFitInfo'), ('setsens.aif', S, 'aif_study')]:
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter('always')
+            obj = getattr(__import__(old, fromlist=[name]), name)
+        assert obj is getattr(new, name)
+        assert any(issubclass(x.category, DeprecationWarning) and new.__name__ in str(x.message) for x in w)

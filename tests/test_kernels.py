@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import sympy as sp
 import torch
-from setsens.kernels import (ntk_kernel, kernel_ridge, kernel_ridge_objective, kernel_aif, robust_kernel_ridge,
-                             load_mnist, mnist_regression_sample, figure_2b, kernels_study)
+from setsens.kernels import (ntk_kernel, kernel_ridge, kernel_ridge_objective, kernel_aif, robust_kernel_ridge, load_mnist, mnist_regression_sample)
+from setsens.kernels_study import figure_2b, kernels_study
 from setsens.risk import Risk
 from setsens.aif import aif
 

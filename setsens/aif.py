@@ -4,14 +4,11 @@
 
 # %% ../nbs/21_aif.ipynb #b7859c53
 from __future__ import annotations
-import math, numbers, time, warnings
-from pathlib import Path
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
 from statistics import NormalDist
 import torch
-from torch import nn
-from .core import check_tensor, check_same, check_positive, check_count, in_test, progress, default_device, Result, results_markdown, doc_params
-from .risk import Risk, LOSSES
+from .core import check_same, check_positive, check_count, doc_params
 from .graphical import solution_shift
 from .core import check_kind, check_real, check_xy, check_params, moved
 from .lp import check_p, conjugate, rownorm, input_scale, project_lp, adversarial_direction
@@ -97,8 +94,10 @@ def _dense_hessian(risk) -> torch.Tensor:
 
 _RHS_BAD = ("the right-hand side J·ΔX (the mixed derivative ∇_θ∇_x l applied to the attack ΔX = scale·φ) contains NaN "
             "or Inf: is the loss twice differentiable at every example, and `scale` moderate?")
+
 _H_BAD = "the Hessian ∇²_θ R contains NaN or Inf (is the loss twice differentiable at θ̂?)"
 
+# %% ../nbs/21_aif.ipynb #6620c892
 def _rhs(risk, dX, idx=None):
     "−J ΔX (ΔX on the rows idx only, if given), checked: NaN/Inf is reported as the user's risk (or scale), never as a solver's internal argument."
     return -_as_risk_error(lambda: risk.jx(dX, idx), _RHS_BAD)
@@ -191,6 +190,7 @@ def attack_setup(risk, p, *, method: str='krylov', damping=None, scale=None, rto
     if lam == 'auto': lam, est = _auto_damping(risk, lanczos_steps)
     return Attack(p, lam, est, scale, rtol, phi, zero, gx)
 
+# %% ../nbs/21_aif.ipynb #c74de64e
 _aif_setup, _solve_shift, _Attack = attack_setup, aif_shift, Attack   # their names before issue 14
 
 # %% ../nbs/21_aif.ipynb #8fa791e8
@@ -307,6 +307,7 @@ class AIFInterval:
         d = self.center - value
         return float(self.n * d @ torch.linalg.pinv(self.cov, hermitian=True) @ d)
 
+# %% ../nbs/21_aif.ipynb #266ec0dd
 @doc_params
 def aif_confidence_interval(risk, # a `Risk` at θ̂
                             p: float|str=2, # the l_p attack

@@ -4,16 +4,15 @@
 
 # %% ../nbs/26_aif_study.ipynb #48acd30b
 from __future__ import annotations
-import math, time, warnings
-from statistics import NormalDist
+import math
 import torch
 from torch import nn
 from pathlib import Path
-from .core import check_count, in_test, progress, default_device, Result, results_markdown
+from .core import default_device, Result
 from .risk import Risk
-from .lp import input_scale, adversarial_direction
+from .lp import adversarial_direction
 from .robust import robust_fit, linreg_data, linreg_risk
-from .aif import aif, model_sensitivity, aif_confidence_interval, linreg_aif_closed_form
+from .aif import aif, model_sensitivity, aif_confidence_interval
 
 # %% auto #0
 __all__ = ['aif_study']
@@ -142,13 +141,9 @@ def _mlp_example(eps_list=(1e-4, 1e-3, 1e-2), ps=(2, math.inf), wd: float=3e-3, 
                                          rel=float((dw - It).norm() / dw.norm())))
     return out
 
-# %% ../nbs/26_aif_study.ipynb #e235e733
-def aif_study(out=None, # folder for the PNG figures (a `pathlib.Path`), or None
-              quick: bool=False, # small sizes (well under a minute on two CPU cores)
-              device=None, # 'cpu' or 'cuda'; None: `default_device()`
-             ) -> list[Result]:
-    "Paper 2, Sections 3–4: Figure 1 (ΔÎ, ΔŜ as ε → 0), Remark 2's coverage, and the damped AIF of a non-convex network."
-    dev = torch.device(device) if device is not None else default_device()
+# %% ../nbs/26_aif_study.ipynb #1e6d3a28
+def _figure1_results(dev, quick: bool, out) -> list[Result]:
+    "Figure 1's rows (ΔÎ, ΔŜ at ε = 1e-5, the literal limit, ΔÎ at the largest ε) and, with `out`, the figure."
     res = []
     eps = [1e-5, 1e-3, 1e-1] if quick else [1e-6, 1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1]
     e0 = 1e-5
@@ -188,6 +183,12 @@ def aif_study(out=None, # folder for the PNG figures (a `pathlib.Path`), or None
             ax.set(title=f'Figure 1, l_{p:g} attack (n = 500)', xlabel='ε')
         axs[1].legend(fontsize=7); fig.tight_layout()
         fig.savefig(Path(out) / 'aif_figure1.png', dpi=120); plt.close(fig)
+    return res
+
+# %% ../nbs/26_aif_study.ipynb #1070ccbe
+def _remark2_results(dev, quick: bool) -> list[Result]:
+    "Remark 2's rows: the coverage of the nominal 95% interval and the calibration ratio against 1 and our √(1 − 2/π)."
+    res = []
     reps = 40 if quick else 200
     sec = 'Paper 2, Remark 2'
     for p in (2, math.inf):
@@ -204,6 +205,12 @@ def aif_study(out=None, # folder for the PNG figures (a `pathlib.Path`), or None
                 Result(sec, f'sd(Î) / Remark-2 s.e. against our correction √(1 − 2/π) ({a})', ratio,
                        math.sqrt(1 - 2 / math.pi), se=se, kind='simulation',
                        note='Var(sgn η − 2f_η(0)η)/Var(sgn η) = 1 − 2/π for Gaussian noise (derived in the notebook)')]
+    return res
+
+# %% ../nbs/26_aif_study.ipynb #68f5b79d
+def _section41_results(dev, quick: bool) -> list[Result]:
+    "Section 4.1's rows: the damped, undamped and auto-damped AIF of the non-convex network against PGD robust training."
+    res = []
     sec = 'Paper 2, Section 4.1'
     m = _mlp_example(eps_list=[1e-3], ps=[2], device=dev) if quick else _mlp_example(eps_list=[1e-3, 1e-2], ps=[2, math.inf], device=dev)
     for r in m['rows']:
@@ -216,3 +223,12 @@ def aif_study(out=None, # folder for the PNG figures (a `pathlib.Path`), or None
                 Result(sec, f'relative error of εÎ vs PGD robust training ({a}), damping = auto', r['auto'], None,
                        kind='measured', note=f"Lanczos λ = {m['auto'].damping:.3g} vs weight decay {m['wd']:g}; the damped Hessian is nearly singular")]
     return res
+
+# %% ../nbs/26_aif_study.ipynb #7115095a
+def aif_study(out=None, # folder for the PNG figures (a `pathlib.Path`), or None
+              quick: bool=False, # small sizes (well under a minute on two CPU cores)
+              device=None, # 'cpu' or 'cuda'; None: `default_device()`
+             ) -> list[Result]:
+    "Paper 2, Sections 3–4: Figure 1 (ΔÎ, ΔŜ as ε → 0), Remark 2's coverage, and the damped AIF of a non-convex network."
+    dev = torch.device(device) if device is not None else default_device()
+    return _figure1_results(dev, quick, out) + _remark2_results(dev, quick) + _section41_results(dev, quick)

@@ -4,17 +4,12 @@
 
 # %% ../nbs/27_cases_study.ipynb #9eb6e28e
 from __future__ import annotations
-import math, warnings
+import math
+from types import SimpleNamespace
 from pathlib import Path
 import numpy as np
 import torch
-from torch import nn
-from .core import check_tensor, check_same, check_positive, in_test, progress, Result, atomic_write
-from pathlib import Path
-from .core import check_real, check_xy
-from .lp import check_p, conjugate, input_scale, adversarial_direction
-from .risk import Risk
-from .aif import aif, model_sensitivity
+from .core import check_same, progress, Result, atomic_write, check_real, check_xy
 from .cases import THEOREM_5_1_REGIMES, gauss_sample, laplace_sample, corollary_5_1_sensitivity, engine_sensitivity, eq6_sensitivity, example_5_1_basis, example_5_1_constants, linear_basis, mean_abs_gaussian, mean_norm_gaussian, quadratic_basis, theorem_5_1_conditions, theorem_5_1_population, theorem_5_2_finite_n_term, theorem_5_2_sensitivity, theorem_5_3_bound, theorem_5_4_ratio
 
 # %% auto #0
@@ -100,7 +95,75 @@ def mc_power(rows: list[dict]) -> dict:
         if m: out[f"{r['case']}: {r['formula']}"] = abs(r['closed'] - m[0]['closed'])/r['se']
     return out
 
-# %% ../nbs/27_cases_study.ipynb #d4d75af9
+# %% ../nbs/27_cases_study.ipynb #c73ba827
+def _mc_theorem_5_2(ctx):
+    "Theorem 5.2's rows: Gaussian and Laplace noise, and small noise where the finite-n term shows."
+    n, seeds, lin, add = ctx.n, ctx.seeds, ctx.lin, ctx.add
+    m, sx, beta = 5, 1.5, 2*torch.ones(5, dtype=torch.float64)/math.sqrt(5)
+    s = mean_norm_gaussian(m, sx)
+    for name, noise, e_abs, e_sq in [('Gaussian η, σ_ξ = 1', lambda g: gauss_sample(g, n), mean_abs_gaussian(1.), 1.),
+                                     ('Laplace η, Var = 1', lambda g: laplace_sample(g, n, 1/math.sqrt(2)), 1/math.sqrt(2), 1.),
+                                     ('Gaussian η, σ_ξ = 0.1', lambda g: .1*gauss_sample(g, n), mean_abs_gaussian(.1), .01)]:
+        def draw(g, noise=noise):
+            X, Xe = sx*gauss_sample(g, n, m), sx*gauss_sample(g, n, m)
+            return [lin(X, X @ beta + noise(g), Xe, Xe @ beta)]
+        mc = _mc(draw, seeds)
+        closed = theorem_5_2_sensitivity(s, e_abs, sx)
+        add(f'Thm 5.2: {name}', 'ε²(E‖x‖)²(E|η|)²/σ_x²', closed, mc, check='none' if '0.1' in name else 'match')
+        if not name.startswith('Laplace'):
+            add(f'Thm 5.2: {name}', '+ finite-n term (ours)', closed + theorem_5_2_finite_n_term(s, 2., m, n), mc)
+        if name.startswith('Laplace'):
+            add(f'Thm 5.2: {name}', 'with Eη²·2/π for (E|η|)² (wrong)', theorem_5_2_sensitivity(s, mean_abs_gaussian(1.), sx), mc, check='differ')
+
+# %% ../nbs/27_cases_study.ipynb #14b8cfef
+def _mc_corollary_5_1(ctx):
+    "Corollary 5.1's rows: random effects, β ~ N(0, I_M) redrawn per seed."
+    n, seeds, lin, add = ctx.n, ctx.seeds, ctx.lin, ctx.add
+    M, m, sx, sxi = 10, 3, 1.5, 1.
+    def draw(g):
+        b = gauss_sample(g, M); X, Xe = sx*gauss_sample(g, n, M), sx*gauss_sample(g, n, M)
+        return [lin(X[:, :m], X @ b + sxi*gauss_sample(g, n), Xe[:, :m], Xe @ b)]
+    mc = _mc(draw, seeds)
+    add('Cor 5.1: M = 10, m = 3, σ_x = 1.5', '(4/π)Γ²-ratio·((M−m)σ_x²+σ_ξ²) (corrected)', corollary_5_1_sensitivity(m, M, sx, sxi), mc)
+    add('Cor 5.1: M = 10, m = 3, σ_x = 1.5', 'as printed (extra 1/σ_x²)', corollary_5_1_sensitivity(m, M, sx, sxi, printed=True), mc, check='differ')
+
+# %% ../nbs/27_cases_study.ipynb #3cbac12b
+def _mc_theorem_5_4(ctx):
+    "Theorem 5.4's rows: randomized smoothing, the ratio per seed."
+    n, seeds, lin, add = ctx.n, ctx.seeds, ctx.lin, ctx.add
+    m, sx, sr, sxi, beta = 5, 1., 1., .5, 2*torch.ones(5, dtype=torch.float64)/math.sqrt(5)
+    def draw(g):
+        X, Xe = sx*gauss_sample(g, n, m), sx*gauss_sample(g, n, m)
+        y, ye = X @ beta + sxi*gauss_sample(g, n), Xe @ beta
+        Xt, Xte = X + sr*gauss_sample(g, n, m), Xe + sr*gauss_sample(g, n, m)
+        S = lin(X, y, Xe, ye)
+        clean = float(torch.linalg.vector_norm(X, dim=1).mean())
+        return [lin(Xt, y, Xte, ye, scale=clean)/S, lin(Xt, y, Xte, ye)/S]
+    mc = _mc(draw, seeds)
+    case = 'Thm 5.4: σ_x = 1, σ_r = 1, σ_ξ = 0.5, ‖β‖ = 2'
+    add(case, 'ratio, budget ε Ê‖x‖ (corrected: factor 1)', theorem_5_4_ratio(sx, sr, sxi, 2.), mc, 0)
+    add(case, 'ratio as printed (factor 2)', theorem_5_4_ratio(sx, sr, sxi, 2., printed=True), mc, 0, check='differ')
+    add(case, 'ratio, budget ε Ê‖x̃‖ (ours)', theorem_5_4_ratio(sx, sr, sxi, 2., budget='noisy'), mc, 1)
+
+# %% ../nbs/27_cases_study.ipynb #4a4e1dfb
+def _mc_theorem_5_1(ctx):
+    "Theorem 5.1's rows: one configuration per regime, population values by quadrature."
+    n_quad, seeds, lin, sens, add = ctx.n_quad, ctx.seeds, ctx.lin, ctx.sens, ctx.add
+    for reg, (b1, b2, sx, sxi) in THEOREM_5_1_REGIMES.items():
+        m = len(b1)
+        def draw(g, b1=b1, b2=b2, sx=sx, sxi=sxi, m=m):
+            X, Xe = sx*gauss_sample(g, n_quad, m), sx*gauss_sample(g, n_quad, m)
+            y, ye = X @ b1 + (X @ b2)**2 + sxi*gauss_sample(g, n_quad), Xe @ b1 + (Xe @ b2)**2
+            return [lin(X, y, Xe, ye), sens(quadratic_basis, X, y, Xe, ye)]
+        mc = _mc(draw, seeds)
+        SL, SQ = theorem_5_1_population(b1, b2, sx, sxi)
+        c = theorem_5_1_conditions(b1, b2, sx, sxi)
+        held = 'I' if c['I'] else 'II' if c['II'] else 'neither'
+        add(f'Thm 5.1 regime {reg} (condition {held} holds)', 'Ŝ(𝓛), quadrature', SL, mc, 0)
+        add(f'Thm 5.1 regime {reg} (condition {held} holds)', 'Ŝ(𝓠), quadrature', SQ, mc, 1, check='none',
+            note='finite-n excess of the quadratic model (decays like 1/n)')
+
+# %% ../nbs/27_cases_study.ipynb #9c8ab06d
 def monte_carlo_table(reps: int, # replicates (seeds seed … seed+reps−1) per case
                       n: int=2000, # training = evaluation sample size (linear models)
                       n_quad: int=4000, # sample size for Theorem 5.1's quadratic model
@@ -118,60 +181,11 @@ def monte_carlo_table(reps: int, # replicates (seeds seed … seed+reps−1) per
         rows.append(dict(case=case, formula=formula, closed=closed, sim=sim, se=se, ratio=sim/closed,
                          seeds=f"{seed}–{seed + reps - 1}", check=check, note=note, simulator=simulator))
     def lin(X, y, Xe, ye, **kw): return sens(linear_basis, X, y, Xe, ye, **kw)
-    # Theorem 5.2: Gaussian and Laplace noise, and small noise where the finite-n term shows
-    m, sx, beta = 5, 1.5, 2*torch.ones(5, dtype=torch.float64)/math.sqrt(5)
-    s = mean_norm_gaussian(m, sx)
-    for name, noise, e_abs, e_sq in [('Gaussian η, σ_ξ = 1', lambda g: gauss_sample(g, n), mean_abs_gaussian(1.), 1.),
-                                     ('Laplace η, Var = 1', lambda g: laplace_sample(g, n, 1/math.sqrt(2)), 1/math.sqrt(2), 1.),
-                                     ('Gaussian η, σ_ξ = 0.1', lambda g: .1*gauss_sample(g, n), mean_abs_gaussian(.1), .01)]:
-        def draw(g, noise=noise):
-            X, Xe = sx*gauss_sample(g, n, m), sx*gauss_sample(g, n, m)
-            return [lin(X, X @ beta + noise(g), Xe, Xe @ beta)]
-        mc = _mc(draw, seeds)
-        closed = theorem_5_2_sensitivity(s, e_abs, sx)
-        add(f'Thm 5.2: {name}', 'ε²(E‖x‖)²(E|η|)²/σ_x²', closed, mc, check='none' if '0.1' in name else 'match')
-        if not name.startswith('Laplace'):
-            add(f'Thm 5.2: {name}', '+ finite-n term (ours)', closed + theorem_5_2_finite_n_term(s, 2., m, n), mc)
-        if name.startswith('Laplace'):
-            add(f'Thm 5.2: {name}', 'with Eη²·2/π for (E|η|)² (wrong)', theorem_5_2_sensitivity(s, mean_abs_gaussian(1.), sx), mc, check='differ')
-    # Corollary 5.1: random effects, β ~ N(0, I_M) redrawn per seed
-    M, m, sx, sxi = 10, 3, 1.5, 1.
-    def draw(g):
-        b = gauss_sample(g, M); X, Xe = sx*gauss_sample(g, n, M), sx*gauss_sample(g, n, M)
-        return [lin(X[:, :m], X @ b + sxi*gauss_sample(g, n), Xe[:, :m], Xe @ b)]
-    mc = _mc(draw, seeds)
-    add('Cor 5.1: M = 10, m = 3, σ_x = 1.5', '(4/π)Γ²-ratio·((M−m)σ_x²+σ_ξ²) (corrected)', corollary_5_1_sensitivity(m, M, sx, sxi), mc)
-    add('Cor 5.1: M = 10, m = 3, σ_x = 1.5', 'as printed (extra 1/σ_x²)', corollary_5_1_sensitivity(m, M, sx, sxi, printed=True), mc, check='differ')
-    # Theorem 5.4: randomized smoothing, the ratio per seed
-    m, sx, sr, sxi, beta = 5, 1., 1., .5, 2*torch.ones(5, dtype=torch.float64)/math.sqrt(5)
-    def draw(g):
-        X, Xe = sx*gauss_sample(g, n, m), sx*gauss_sample(g, n, m)
-        y, ye = X @ beta + sxi*gauss_sample(g, n), Xe @ beta
-        Xt, Xte = X + sr*gauss_sample(g, n, m), Xe + sr*gauss_sample(g, n, m)
-        S = lin(X, y, Xe, ye)
-        clean = float(torch.linalg.vector_norm(X, dim=1).mean())
-        return [lin(Xt, y, Xte, ye, scale=clean)/S, lin(Xt, y, Xte, ye)/S]
-    mc = _mc(draw, seeds)
-    case = 'Thm 5.4: σ_x = 1, σ_r = 1, σ_ξ = 0.5, ‖β‖ = 2'
-    add(case, 'ratio, budget ε Ê‖x‖ (corrected: factor 1)', theorem_5_4_ratio(sx, sr, sxi, 2.), mc, 0)
-    add(case, 'ratio as printed (factor 2)', theorem_5_4_ratio(sx, sr, sxi, 2., printed=True), mc, 0, check='differ')
-    add(case, 'ratio, budget ε Ê‖x̃‖ (ours)', theorem_5_4_ratio(sx, sr, sxi, 2., budget='noisy'), mc, 1)
-    # Theorem 5.1: one configuration per regime, population values by quadrature
-    for reg, (b1, b2, sx, sxi) in THEOREM_5_1_REGIMES.items():
-        m = len(b1)
-        def draw(g, b1=b1, b2=b2, sx=sx, sxi=sxi, m=m):
-            X, Xe = sx*gauss_sample(g, n_quad, m), sx*gauss_sample(g, n_quad, m)
-            y, ye = X @ b1 + (X @ b2)**2 + sxi*gauss_sample(g, n_quad), Xe @ b1 + (Xe @ b2)**2
-            return [lin(X, y, Xe, ye), sens(quadratic_basis, X, y, Xe, ye)]
-        mc = _mc(draw, seeds)
-        SL, SQ = theorem_5_1_population(b1, b2, sx, sxi)
-        c = theorem_5_1_conditions(b1, b2, sx, sxi)
-        held = 'I' if c['I'] else 'II' if c['II'] else 'neither'
-        add(f'Thm 5.1 regime {reg} (condition {held} holds)', 'Ŝ(𝓛), quadrature', SL, mc, 0)
-        add(f'Thm 5.1 regime {reg} (condition {held} holds)', 'Ŝ(𝓠), quadrature', SQ, mc, 1, check='none',
-            note='finite-n excess of the quadratic model (decays like 1/n)')
+    ctx = SimpleNamespace(n=n, n_quad=n_quad, seeds=seeds, lin=lin, sens=sens, add=add)
+    for case in (_mc_theorem_5_2, _mc_corollary_5_1, _mc_theorem_5_4, _mc_theorem_5_1): case(ctx)
     return rows
 
+# %% ../nbs/27_cases_study.ipynb #c9b98c39
 def _mc(draw, seeds):
     seeds = list(seeds)
     v = np.array([draw(torch.Generator().manual_seed(int(s))) for s in seeds], dtype=float)

@@ -150,6 +150,7 @@ def _check_out(out: str|os.PathLike, # the --out argument
                              f"Choose another folder, or move it away")
     return p
 
+# %% ../nbs/40_cli.ipynb #3e9994ca
 def _mark_started(out: Path, cmd: str, names: list[str]) -> float:
     "Before any study runs: replace a previous REPORT.md by one that says this run is in progress, remove the previous results.json; return the start time (the marker's mtime, on the folder's clock)."
     _atomic_write(out/'REPORT.md', '\n'.join([REPORT_TITLE, '',

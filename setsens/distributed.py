@@ -9,6 +9,7 @@ import multiprocessing as mp
 from multiprocessing.connection import wait as _wait
 import torch
 import torch.distributed as dist
+from fastcore.basics import patch
 # torch._dynamo is imported here, before any process group can exist, on purpose: importing it *after*
 # init_process_group (which the first torch.func transform does) takes references to the default group
 # that destroy_process_group never drops, so the group and its gloo threads outlive the interpreter and
@@ -16,17 +17,18 @@ import torch.distributed as dist
 _GROUP_BEFORE_IMPORT = dist.is_available() and dist.is_initialized() and 'torch._dynamo' not in sys.modules
 import torch._dynamo  # noqa: F401
 from .risk import Risk, BaseRisk
-from .graphical import solution_shift, estimate_solution_set
-from .aif import aif
+from .core import moved
+__getattr__ = moved(__name__, dict.fromkeys(['example_problem', 'sharded_products', '_products'], 'distributed_harness'))   # test code, now tests/distributed_harness.py (issue 14)
 
 # %% auto #0
-__all__ = ['DistributedRisk', 'shard', 'spawn_loopback', 'example_problem', 'sharded_products']
+__all__ = ['DistributedRisk', 'shard', 'spawn_loopback']
 
 # %% ../nbs/30_distributed.ipynb #74ef82b0
 def _digest(w: torch.Tensor) -> str:
     "A short sha256 of a tensor's bytes: ranks compare parameters without sending them."
     return hashlib.sha256(w.detach().to('cpu').contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()[:16]
 
+# %% ../nbs/30_distributed.ipynb #b0ad8638
 class DistributedRisk(BaseRisk):
     "A `Risk` whose data are sharded across the ranks of a torch.distributed process group (`sharded` is True)."
     sharded = True
@@ -68,42 +70,52 @@ class DistributedRisk(BaseRisk):
                                  + "; every rank must hold the same model, dtype, device kind and parameters")
         return every
 
-    def allsum(self, t: torch.Tensor) -> torch.Tensor:
-        "Sum `t` over all ranks (a new tensor; every rank gets the result)."
-        t = t.clone() if isinstance(t, torch.Tensor) else torch.tensor(t, dtype=torch.float64, device=self.local.device)
-        dist.all_reduce(t, op=dist.ReduceOp.SUM, group=self.group)
-        return t
 
-    def _reduce(self, t): return self.allsum(t * self._wt)
+# %% ../nbs/30_distributed.ipynb #509a927c
+@patch
+def allsum(self: DistributedRisk, t: torch.Tensor) -> torch.Tensor:
+    "Sum `t` over all ranks (a new tensor; every rank gets the result)."
+    t = t.clone() if isinstance(t, torch.Tensor) else torch.tensor(t, dtype=torch.float64, device=self.local.device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM, group=self.group)
+    return t
 
-    # what the local risk knows is what every rank agrees on
-    p = property(lambda self: self.local.p)
-    w = property(lambda self: self.local.w)
-    X = property(lambda self: self.local.X)
-    Y = property(lambda self: self.local.Y)
-    names = property(lambda self: self.local.names)
-    dtype = property(lambda self: self.local.dtype)
-    device = property(lambda self: self.local.device)
-    x_shape = property(lambda self: self.local.x_shape)   # this rank's rows
-    model = property(lambda self: self.local.model)
-    loss = property(lambda self: self.local.loss)
-    def flatten(self, d): return self.local.flatten(d)
-    def unflatten(self, v): return self.local.unflatten(v)
+@patch
+def _reduce(self: DistributedRisk, t): return self.allsum(t * self._wt)
 
-    def at(self, w=None, X=None) -> 'DistributedRisk':
-        "A copy at other flat parameters `w` (the same on every rank: checked) and/or this rank's shard `X`."
-        return DistributedRisk(self.local.at(w=w, X=X), group=self.group)
+# %% ../nbs/30_distributed.ipynb #e69ce97d
+# what the local risk knows is what every rank agrees on
+for _name in ('p', 'w', 'X', 'Y', 'names', 'dtype', 'device', 'x_shape', 'model', 'loss'):   # x_shape: this rank's rows
+    setattr(DistributedRisk, _name, property(lambda self, _n=_name: getattr(self.local, _n)))
 
-    def value(self): return self._reduce(self.local.value())
-    def grad(self): return self._reduce(self.local.grad())
-    def hvp(self, V): return self._reduce(self.local.hvp(V))
-    def _hvp_trusted(self, V):   # `risk.H @ V` in a solve: V not re-scanned (a replaced `hvp` is what H applies)
-        if 'hvp' in vars(self) or type(self).hvp is not DistributedRisk.hvp: return self.hvp(V)
-        return self._reduce(self.local._hvp_trusted(V))
-    def jx(self, dX, idx=None): return self._reduce(self.local.jx(dX, idx))   # idx: rows of this rank's shard
-    def jxT(self, U, idx=None): return self.local.jxT(U, idx) * self._wt
-    def grad_x(self): return self.local.grad_x() if self._gx == 1. else self.local.grad_x() * self._gx  # rows of n·∇ₓR
-    def data_mean(self, v): return self.allsum(v.sum()) / self.n
+@patch
+def flatten(self: DistributedRisk, d): return self.local.flatten(d)
+@patch
+def unflatten(self: DistributedRisk, v): return self.local.unflatten(v)
+
+@patch
+def at(self: DistributedRisk, w=None, X=None) -> DistributedRisk:
+    "A copy at other flat parameters `w` (the same on every rank: checked) and/or this rank's shard `X`."
+    return DistributedRisk(self.local.at(w=w, X=X), group=self.group)
+
+# %% ../nbs/30_distributed.ipynb #4120d543
+@patch
+def value(self: DistributedRisk): return self._reduce(self.local.value())
+@patch
+def grad(self: DistributedRisk): return self._reduce(self.local.grad())
+@patch
+def hvp(self: DistributedRisk, V): return self._reduce(self.local.hvp(V))
+@patch
+def _hvp_trusted(self: DistributedRisk, V):   # `risk.H @ V` in a solve: V not re-scanned (a replaced `hvp` is what H applies)
+    if 'hvp' in vars(self) or type(self).hvp is not DistributedRisk.hvp: return self.hvp(V)
+    return self._reduce(self.local._hvp_trusted(V))
+@patch
+def jx(self: DistributedRisk, dX, idx=None): return self._reduce(self.local.jx(dX, idx))   # idx: rows of this rank's shard
+@patch
+def jxT(self: DistributedRisk, U, idx=None): return self.local.jxT(U, idx) * self._wt
+@patch
+def grad_x(self: DistributedRisk): return self.local.grad_x() if self._gx == 1. else self.local.grad_x() * self._gx  # rows of n·∇ₓR
+@patch
+def data_mean(self: DistributedRisk, v): return self.allsum(v.sum()) / self.n
 
 # %% ../nbs/30_distributed.ipynb #2c632f25
 def shard(t: torch.Tensor, # data, rows are examples
@@ -188,6 +200,7 @@ def _collect(procs, conns, timeout):
     if stalled: raise TimeoutError(f"spawn_loopback: rank(s) {stalled} did not finish in time\n{lines}{tb}")
     raise RuntimeError(f"spawn_loopback: {len(failed) + len(died)} of {world} ranks failed\n{lines}{tb}")
 
+# %% ../nbs/30_distributed.ipynb #a8251e28
 def spawn_loopback(fn, # fn(rank, world, *args), importable (spawned processes import it); rank 0's return value is returned
                    world: int, # how many processes
                    *args, # passed on to `fn`
@@ -213,51 +226,3 @@ def spawn_loopback(fn, # fn(rank, world, *args), importable (spawned processes i
             for p in procs: p.join()
             for r, _ in pipes: r.close()
     return torch.load(io.BytesIO(data), weights_only=True)
-
-# %% ../nbs/30_distributed.ipynb #6d0f4017
-def example_problem(seed: int=0, n: int=23, d: int=5, h: int=6, dtype=torch.float64):
-    "A small regression problem with an exactly singular Hessian: (model, X, Y), the same for a given seed."
-    g = torch.Generator().manual_seed(seed)
-    lin1, lin2 = torch.nn.Linear(d, h), torch.nn.Linear(h, 1)
-    with torch.no_grad():
-        for p in (*lin1.parameters(), *lin2.parameters()): p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-        lin1.weight[-1] = lin1.weight[0]; lin1.bias[-1] = lin1.bias[0]  # a twin hidden unit: H singular
-    model = torch.nn.Sequential(lin1, torch.nn.Tanh(), lin2).to(dtype)
-    X = torch.randn(n, d, generator=g, dtype=dtype)
-    Y = torch.randn(n, 1, generator=g, dtype=dtype)
-    return model, X, Y
-
-def _products(risk, X_full_idx, dX, V, U, K_local, seed, gather):
-    out = dict(value=risk.value(), grad=risk.grad(), hvp=risk.hvp(V), jx=risk.jx(dX), jxT=gather(risk.jxT(U)))
-    dXK = dX[K_local] if len(K_local) else dX[:0]
-    out['jx_idx'] = risk.jx(dXK, K_local)                      # rows fetched by index; a rank may hold none of them
-    out['damped_op'] = (risk.H + 0.5*risk.I) @ V                # the operator algebra reduces like the products
-    out['shift'], info = solution_shift(risk, dXK, idx=K_local, rtol=1e-12, maxiter=200, warn=False, check=False)
-    out['shift_converged'] = bool(info.converged)
-    out['set'], _ = estimate_solution_set(risk, dXK, n=3, seed=seed, idx=K_local, rtol=1e-12, maxiter=200, warn=False, check=False)
-    out['aif'], _ = aif(risk, 2, rtol=1e-12, maxiter=200)
-    return out
-
-def sharded_products(rank: int, world: int, # this process and how many there are (world = 1: no process group)
-                     sizes: list[int]|None=None, # shard sizes (None: as even as possible)
-                     seed: int=0, # the problem and the solution-set starts
-                     perturbed: list[int]=(0, 2, 3), # global indices of the perturbed points
-                    ) -> dict:
-    "The engine's products and solves on `example_problem`, sharded over `world` ranks (run on every rank)."
-    model, X, Y = example_problem(seed)
-    g = torch.Generator().manual_seed(seed + 1)
-    dX, V, U = (torch.randn(X.shape, generator=g, dtype=X.dtype), torch.randn(sum(p.numel() for p in model.parameters()), 2, generator=g, dtype=X.dtype),
-                torch.randn(sum(p.numel() for p in model.parameters()), generator=g, dtype=X.dtype))
-    if world == 1:
-        risk = Risk(model.eval(), 'mse', X, Y)
-        return _products(risk, None, dX, V, U, list(perturbed), seed, lambda t: t)
-    n = len(X)
-    if sizes is None: sizes = [n // world + (r < n % world) for r in range(world)]
-    start = sum(sizes[:rank]); rows = range(start, start + sizes[rank])
-    K_local = [i - start for i in perturbed if i in rows]
-    risk = DistributedRisk(Risk(model.eval(), 'mse', shard(X, rank, world, sizes), shard(Y, rank, world, sizes)))
-    def gather(t):
-        parts = [None]*world
-        dist.all_gather_object(parts, t)
-        return torch.cat(parts)
-    return _products(risk, None, shard(dX, rank, world, sizes), V, U, K_local, seed, gather)

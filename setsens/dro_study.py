@@ -4,16 +4,11 @@
 
 # %% ../nbs/29_dro_study.ipynb #7ed5daee
 from __future__ import annotations
-import math, time, warnings
-from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import torch
-from .core import check_tensor, check_same, check_positive, check_count, in_test, progress, Result, atomic_write
-from .core import check_real, check_xy
-from .lp import check_p, conjugate
+from .core import Result, atomic_write
 from .risk import Risk
-from .aif import attack_setup, aif_shift
 from .dro import distributional_aif, dro_linear_regression
 
 # %% auto #0

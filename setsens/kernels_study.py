@@ -4,17 +4,12 @@
 
 # %% ../nbs/28_kernels_study.ipynb #c9243979
 from __future__ import annotations
-import math, gzip, time, warnings, zlib
-from dataclasses import dataclass
+import warnings
 from pathlib import Path
 import numpy as np
-import torch
-from .core import check_tensor, check_same, check_positive, check_count, in_test, progress, data_dir, Result, atomic_write
-from .core import check_real, check_xy
-from .lp import check_p, adversarial_direction
+from .core import progress, Result, atomic_write
 from .risk import Risk
 from .aif import aif
-from .data import data_folder, not_a_file, check_digest, read_npz, check_labelled_images
 from .kernels import kernel_aif, kernel_ridge_objective, mnist_regression_sample, robust_kernel_ridge
 
 # %% auto #0

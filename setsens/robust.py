@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from .core import check_tensor, check_positive, check_count, check_kind, check_params, doc_params
 from .risk import Risk, LOSSES
-from .lp import check_p, conjugate, rownorm, input_scale, project_lp, adversarial_direction
+from .lp import check_p, conjugate, input_scale, project_lp, adversarial_direction
 
 # %% auto #0
 __all__ = ['RobustFitInfo', 'robust_fit']
@@ -87,6 +87,7 @@ def _norm_derivs(th, q, mu=0., pin=None):
     H = (q - 1) / N * (torch.diag((a / N) ** (q - 2)) - torch.outer(g, g))
     return N, g, H
 
+# %% ../nbs/20_robust.ipynb #72fb9616
 def _linreg_exact(Xf, y, rho, p, th0, b0, fit_b, wd, tol, maxiter=30):
     "min (1/n)Σ ½(|y_i − θᵀx_i − b| + ρ‖θ‖_q)² + ½λ‖z‖²: Newton on the smooth pieces; smoothing homotopy + KKT polish at kinks."
     q = conjugate(p); n, m = Xf.shape
@@ -174,6 +175,7 @@ def _linreg_exact(Xf, y, rho, p, th0, b0, fit_b, wd, tol, maxiter=30):
     z = z.clone(); z[B] = 0.
     return z, dict(grad_norm=e, converged=ok, pinned=len(A) + len(B), iterations=its, stage='kink-polish')
 
+# %% ../nbs/20_robust.ipynb #40d78853
 def _robust_exact(risk, eps, p, rho, w0, wd, gtol):
     lin = _linear_layer(risk)
     if lin is None:

@@ -7,7 +7,8 @@ solves amplify that rounding by the condition number of H, which on this problem
 of about 2e-11 relative (1.5e-10 absolute on entries of size 8.5), measured once with
 `python -c "...sharded_products..."`: hence relative, not absolute, 1e-10."""
 import pytest, torch
-from setsens.distributed import sharded_products, spawn_loopback, shard
+from setsens.distributed import spawn_loopback, shard
+from distributed_harness import sharded_products, example_problem   # tests/distributed_harness.py
 
 @pytest.fixture(scope='module')
 def single(): return sharded_products(0, 1)
@@ -30,7 +31,7 @@ def test_shard_sizes():
     with pytest.raises(ValueError, match='rank'): shard(t, 2, 2)
 
 def test_needs_process_group():
-    from setsens.distributed import DistributedRisk, example_problem
+    from setsens.distributed import DistributedRisk
     from setsens.risk import Risk
     m, X, Y = example_problem()
     with pytest.raises(RuntimeError, match='init_process_group'): DistributedRisk(Risk(m, 'mse', X, Y))
@@ -83,7 +84,7 @@ def test_spawn_arguments(bad):
 
 
 def _disagree(rank, world, what):
-    from setsens.distributed import DistributedRisk, example_problem
+    from setsens.distributed import DistributedRisk
     from setsens.risk import Risk
     m, X, Y = example_problem(h=6 + (rank if what == 'p' else 0))
     if what == 'dtype' and rank == 1: m, X, Y = m.float(), X.float(), Y.float()
@@ -103,7 +104,7 @@ def test_ranks_must_agree(what, needle):
 def _loss_products(rank, world, which):
     "value, grad, hvp, jx, grad_x of example_problem under several torch losses, sharded [4, 15, 4] (world 3) or whole."
     import torch.nn as nn, torch.distributed as dist
-    from setsens.distributed import DistributedRisk, example_problem
+    from setsens.distributed import DistributedRisk
     from setsens.risk import Risk
     m, X, Y = example_problem()
     loss = {'mse_sum': nn.MSELoss(reduction='sum'), 'mse_mean': nn.MSELoss()}[which]

@@ -3,7 +3,8 @@ optionally with a busy process loading the CPU, and report the failure rate. Not
 
     python tools/stress_distributed.py --runs 100 --busy 1
 """
-import argparse, multiprocessing as mp, time, traceback, collections
+import argparse, multiprocessing as mp, sys, time, traceback, collections
+from pathlib import Path
 
 def _burn(stop):
     x = 0
@@ -14,7 +15,9 @@ def main():
     ap.add_argument('--runs', type=int, default=100, help='how many spawn_loopback runs (alternating the cases)')
     ap.add_argument('--busy', type=int, default=1, help='busy processes competing for the CPU')
     a = ap.parse_args()
-    from setsens.distributed import sharded_products, spawn_loopback
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]/'tests'))   # the test harness
+    from setsens.distributed import spawn_loopback
+    from distributed_harness import sharded_products
     cases = [(2, [20, 3]), (3, [4, 15, 4]), (3, [10, 1, 12])]
     stop = mp.Event(); burners = [mp.Process(target=_burn, args=(stop,), daemon=True) for _ in range(a.busy)]
     for b in burners: b.start()

@@ -15,7 +15,7 @@ from torch.utils.data.distributed import DistributedSampler
 from torch.func import functional_call, jvp, vjp, vmap, grad as fgrad, grad_and_value
 from torch.autograd.function import once_differentiable
 from fastcore.basics import patch
-from .core import check_tensor, check_same, check_positive, check_idx, doc_params
+from .core import check_is_tensor, check_size, check_tensor, check_same, check_positive, check_idx, doc_params
 
 # %% auto #0
 __all__ = ['LOSSES', 'check_eval_mode', 'BaseRisk', 'Risk', 'LinearOperator', 'IdentityOperator', 'HessianOperator',
@@ -163,9 +163,6 @@ def _dataset_batches(ds, b):
     for a in range(0, n, b):
         if isinstance(ds, TensorDataset): yield tuple(t[a:a + b] for t in ds.tensors)
         else: yield default_collate([ds[i] for i in range(a, min(a + b, n))])
-
-def _is_tensor(x, name):
-    if not isinstance(x, torch.Tensor): raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
 
 _STATEFUL = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.modules.dropout._DropoutNd,
              nn.RReLU, nn.RNNBase, nn.MultiheadAttention)
@@ -384,7 +381,7 @@ class Risk(BaseRisk):
         self._w = torch.cat([t.detach().reshape(-1) for t in ts])
 
     def _set_data(self, X, Y, need_y):
-        _is_tensor(X, 'X')
+        check_is_tensor(X, 'X')
         if X.is_complex(): raise TypeError(f"X: complex inputs ({X.dtype}) are not supported: the risk and its derivatives are real")
         if X.requires_grad: X = X.detach()   # never part of a graph: products would keep it alive (and grow it)
         check_same(X, self._w, 'X, parameters')
@@ -392,7 +389,7 @@ class Risk(BaseRisk):
         if X.ndim < 1: raise ValueError(f"X: expected a tensor with a leading data axis (n, ...), got a 0-d tensor")
         if Y is None and need_y: raise TypeError("Y: expected a tensor of targets, got None")
         if Y is not None:
-            _is_tensor(Y, 'Y')
+            check_is_tensor(Y, 'Y')
             if Y.ndim < 1 or Y.shape[0] != X.shape[0]:
                 raise ValueError(f"X, Y: expected the same number of rows, got X {tuple(X.shape)} and Y {tuple(Y.shape)}")
             check_same(Y, X, 'Y, X', dtype=False)
@@ -489,9 +486,7 @@ class Risk(BaseRisk):
 
     @staticmethod
     def _check_batch_size(b):
-        if isinstance(b, bool) or not isinstance(b, int): raise TypeError(f"batch_size: expected a positive int or None, got {b!r}")
-        check_positive(b, 'batch_size')
-        return b
+        return check_size(b, 'batch_size')
 
     @classmethod
     def _check_mode(cls, mode):
@@ -583,7 +578,7 @@ class Risk(BaseRisk):
         r = copy.copy(self)
         r._cache = {}
         if w is not None:
-            _is_tensor(w, 'w')
+            check_is_tensor(w, 'w')
             if w.shape != (self.p,): raise ValueError(f"w: expected shape ({self.p},), got {tuple(w.shape)}")
             check_same(w, self._w, 'w, risk.w')
             check_tensor(w, 'w')
@@ -593,7 +588,7 @@ class Risk(BaseRisk):
                 raise NotImplementedError("X: at(X=...) moves in-memory data, but this risk streams its data from "
                                           f"`data` ({type(self._src).__name__}); build Risk(model, loss, X, Y) from tensors "
                                           "instead (risk.X, risk.Y materialise the data on the parameters' device)")
-            _is_tensor(X, 'X')
+            check_is_tensor(X, 'X')
             if X.shape != self.X.shape: raise ValueError(f"X: expected shape {tuple(self.X.shape)} (as risk.X), got {tuple(X.shape)}")
             check_same(X, self.X, 'X, risk.X')
             check_tensor(X, 'X')
@@ -882,7 +877,7 @@ class Risk(BaseRisk):
 
     def _rhs(self, V, name):
         "Validate a parameter-space right-hand side (p,) or (p, k); return it with k columns first."
-        _is_tensor(V, name)
+        check_is_tensor(V, name)
         if V.ndim not in (1, 2) or V.shape[0] != self.p:
             raise ValueError(f"{name}: expected shape ({self.p},) or ({self.p}, k), got {tuple(V.shape)}")
         check_same(V, self._w, f'{name}, risk.w')
@@ -891,7 +886,7 @@ class Risk(BaseRisk):
 
     def _dx(self, dX, name='dX', rows=None):
         "Validate ΔX shaped like X, or with `rows` (the length of idx) leading rows, plus an optional trailing batch axis."
-        _is_tensor(dX, name)
+        check_is_tensor(dX, name)
         xs = self._xshape if rows is None else torch.Size((rows,) + tuple(self._xshape[1:]))
         if dX.shape != xs and (dX.ndim != len(xs) + 1 or dX.shape[:-1] != xs):
             like = '(like X)' if rows is None else f'(one row per index in idx, rows shaped like X\'s)'

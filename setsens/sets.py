@@ -6,7 +6,7 @@
 from __future__ import annotations
 import math, numbers
 import torch
-from .core import check_tensor, check_same, check_positive, check_precision, doc_params
+from .core import check_is_tensor, check_size, check_tensor, check_same, check_positive, check_precision, doc_params
 
 # %% auto #0
 __all__ = ['MEMORY_BUDGET', 'AffineSet', 'point_to_set_distance', 'excess', 'hausdorff']
@@ -32,11 +32,7 @@ def _cloud(C, name, ndim=2):
 
 def _chunk(chunk_size):
     "Check `chunk_size`: None or a positive int."
-    if chunk_size is None: return None
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral):
-        raise TypeError(f"chunk_size: expected a positive int or None, got {type(chunk_size).__name__}")
-    if chunk_size < 1: raise ValueError(f"chunk_size: expected a positive int or None, got {chunk_size}")
-    return int(chunk_size)
+    return check_size(chunk_size, 'chunk_size')
 
 def _set(C, name):
     return C if isinstance(C, AffineSet) else _cloud(C, name)
@@ -324,7 +320,7 @@ def point_to_set_distance(w: torch.Tensor, # (d,) one point or (m, d) a batch of
                           chunk_size: int|None=None, # points per block; None: from `MEMORY_BUDGET`
                          ) -> torch.Tensor: # 0-d for one point, (m,) for a batch; in `w`'s dtype
     "Distance $d(w, C) = \\min_{c \\in C}\\|w - c\\|$ (Definition 1) of each point, exact, without an m×n matrix."
-    if not isinstance(w, torch.Tensor): raise TypeError(f"w: expected a torch.Tensor, got {type(w).__name__}")
+    check_is_tensor(w, 'w')
     w, C, chunk_size = _cloud(w, 'w', ndim=(1, 2)), _set(C, 'C'), _chunk(chunk_size)
     _compatible(w, C, 'w, C')
     if isinstance(C, AffineSet): return C.distance(w)

@@ -11,7 +11,8 @@ from torch.func import grad, jacrev, vmap
 from .core import check_tensor, check_same, check_positive, check_count, check_precision, check_idx, doc_params
 from .sets import AffineSet, hausdorff
 from .risk import BaseRisk
-from .krylov import minres, lsqr, cgls, default_rtol, lanczos
+from .linalg import lanczos
+from .krylov import minres, lsqr, cgls, default_rtol
 
 # %% auto #0
 __all__ = ['graphical_derivative', 'coderivative', 'lipschitz_modulus', 'per_example_derivatives', 'eq14_matrices',

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 from .core import check_tensor, check_same, check_positive, check_precision, doc_params
-from .risk import LinearOperator
+from .linalg import LinearOperator, lanczos   # lanczos: re-exported, its home before issue 14
 
 # %% auto #0
 __all__ = ['KrylovInfo', 'minres', 'lsqr', 'cgls']
@@ -309,28 +309,6 @@ def _solve(solver, cycle, op, opT, B, X0, vec, rtol, atol, maxiter, warn, callba
     info = KrylovInfo(its, mv(), sq(rn*s), sq(arn*s), sq(conv), reason, history, seconds=secs, status=status, rtol=rtol,
                       rel_normres=sq(rel_ar), rel_resnorm=sq(rel_r))
     return sq(X*s), info
-
-def lanczos(op, # symmetric operator v (p,) -> (p,)
-             p:int, steps:int, dtype, device, seed:int=0):
-    "`steps` Lanczos steps (full reorthogonalisation) from a seeded random start: (Ritz values ascending (float64, CPU), steps run)."
-    g = torch.Generator().manual_seed(seed)                  # a private generator: the global RNG is not touched
-    q = torch.randn(p, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
-    Q, al, bt = [q/torch.linalg.vector_norm(q)], [], []
-    eps = torch.finfo(dtype).eps
-    for j in range(max(1, min(int(steps), p))):
-        w = op(Q[-1])
-        a = torch.dot(Q[-1], w); al.append(a)
-        Qm = torch.stack(Q)
-        for _ in range(2): w = w - Qm.T @ (Qm @ w)          # full reorthogonalisation (twice is enough)
-        b = torch.linalg.vector_norm(w)
-        if not bool(torch.isfinite(a) & torch.isfinite(b)): raise ValueError("A: returned NaN or Inf")
-        if float(b) <= 10*eps*max(float(t.abs()) for t in al): break   # an invariant subspace: its Ritz values are exact
-        bt.append(b); Q.append(w/b)
-    m = len(al)
-    T = torch.diag(torch.stack(al).double().cpu())
-    if m > 1:
-        e = torch.stack(bt[:m-1]).double().cpu(); T = T + torch.diag(e, 1) + torch.diag(e, -1)
-    return torch.linalg.eigvalsh(T), m
 
 _default_rtol, _lanczos = default_rtol, lanczos   # their names before issue 14 (still imported elsewhere)
 

@@ -16,10 +16,10 @@ from torch.func import functional_call, jvp, vjp, vmap, grad as fgrad, grad_and_
 from torch.autograd.function import once_differentiable
 from fastcore.basics import patch
 from .core import check_is_tensor, check_size, check_tensor, check_same, check_positive, check_idx, doc_params
+from .linalg import LinearOperator, IdentityOperator, HessianOperator, MixedOperator   # re-exported: their home before issue 14
 
 # %% auto #0
-__all__ = ['LOSSES', 'check_eval_mode', 'BaseRisk', 'Risk', 'LinearOperator', 'IdentityOperator', 'HessianOperator',
-           'MixedOperator']
+__all__ = ['LOSSES', 'check_eval_mode', 'BaseRisk', 'Risk']
 
 # %% ../nbs/05_risk.ipynb #58183f19
 def _mse(out, y):
@@ -1109,103 +1109,3 @@ def _jxT_rows(self: Risk, U, Ut, idx):
     out = torch.empty(shape, dtype=self.dtype, device=self.device)
     for sel, o, _ in parts: out[sel.to(self.device)] = o
     return self._finite(out*self._scale, [v for *_, v in parts], 'jxT(U, idx)')
-
-# %% ../nbs/05_risk.ipynb #ef1667bd
-class LinearOperator:
-    "A matrix-free linear map A (m×n) in torch: `A @ V` for V (n,) or (n, k), `A.T`, `A + B`, `c*A`, `to_scipy()`."
-    def __init__(self, shape: tuple, # (m, n)
-                 dtype: torch.dtype, device): # of the vectors it takes and returns
-        self.shape, self.dtype, self.device = (int(shape[0]), int(shape[1])), dtype, torch.device(device)
-    def _matmat(self, V): raise NotImplementedError(f"{type(self).__name__}: no product defined")
-    def _adjoint(self): raise TypeError(f"{type(self).__name__}: has no adjoint")
-    @property
-    def T(self) -> LinearOperator:
-        "The adjoint Aᵀ, an (n, m) operator."
-        return self._adjoint()
-    def __matmul__(self, V):
-        if not isinstance(V, torch.Tensor): return NotImplemented
-        m, n = self.shape
-        if V.ndim not in (1, 2) or V.shape[0] != n:
-            raise ValueError(f"V: the {type(self).__name__} of shape {self.shape} applies to ({n},) or ({n}, k), got {tuple(V.shape)}")
-        if V.dtype != self.dtype or V.device != self.device:
-            raise ValueError(f"V: is {V.dtype} on {V.device} but the operator works in {self.dtype} on {self.device}")
-        return self._matmat(V)
-    def __call__(self, V: torch.Tensor) -> torch.Tensor: return self @ V
-    def __add__(self, B):
-        if not isinstance(B, LinearOperator): return NotImplemented
-        if B.shape != self.shape: raise ValueError(f"B: cannot add operators of shapes {self.shape} and {B.shape}")
-        if (B.dtype, B.device) != (self.dtype, self.device):
-            raise ValueError(f"B: cannot add a {B.dtype} operator on {B.device} to a {self.dtype} one on {self.device}")
-        return _SumOperator(self, B)
-    def __mul__(self, c):
-        if isinstance(c, bool) or not isinstance(c, numbers.Real): return NotImplemented
-        if not math.isfinite(float(c)): raise ValueError(f"c: a factor of an operator must be finite, got {c}")
-        return _ScaledOperator(self, float(c))
-    __rmul__ = __mul__
-    def __neg__(self): return self*(-1.)
-    def __sub__(self, B): return self + (-B) if isinstance(B, LinearOperator) else NotImplemented
-    def to_dense(self) -> torch.Tensor:
-        "A as an (m, n) tensor, from n products with the unit vectors (small operators only)."
-        return self @ torch.eye(self.shape[1], dtype=self.dtype, device=self.device)
-    def to_scipy(self):
-        "A `scipy.sparse.linalg.LinearOperator` view: float64 numpy in and out, the products run in torch on `device`."
-        import numpy as np
-        from scipy.sparse.linalg import LinearOperator as SciPyOperator
-        def wrap(A):
-            def f(x):
-                t = torch.as_tensor(np.asarray(x, dtype=np.float64)).to(dtype=self.dtype, device=self.device)
-                return (A @ t).detach().to('cpu', torch.float64).numpy()
-            return f
-        try: adj = wrap(self.T)
-        except TypeError: adj = None
-        return SciPyOperator(self.shape, matvec=wrap(self), matmat=wrap(self), rmatvec=adj, rmatmat=adj, dtype=np.float64)
-    def __repr__(self): return f"{type(self).__name__}(shape={self.shape}, {self.dtype}, {self.device})"
-
-# %% ../nbs/05_risk.ipynb #b48ca800
-class IdentityOperator(LinearOperator):
-    "The identity I (n×n)."
-    def __init__(self, n: int, dtype, device): super().__init__((n, n), dtype, device)
-    def _matmat(self, V): return V
-    def _adjoint(self): return self
-
-class _ScaledOperator(LinearOperator):
-    "c·A."
-    def __init__(self, A, c): super().__init__(A.shape, A.dtype, A.device); self.A, self.c = A, c
-    def _matmat(self, V): return self.c*(self.A @ V)
-    def _adjoint(self): return _ScaledOperator(self.A.T, self.c)
-    def __repr__(self): return f"{self.c:g}*{self.A!r}"
-
-class _SumOperator(LinearOperator):
-    "A + B (e.g. the damped Hessian H + λI)."
-    def __init__(self, A, B): super().__init__(A.shape, A.dtype, A.device); self.A, self.B = A, B
-    def _matmat(self, V): return self.A @ V + self.B @ V
-    def _adjoint(self): return self.A.T + self.B.T
-    def __repr__(self): return f"({self.A!r} + {self.B!r})"
-
-# %% ../nbs/05_risk.ipynb #51d06dac
-class HessianOperator(LinearOperator):
-    "H = ∇²_w R of a risk as a symmetric (p, p) operator: `H @ V` is `risk.hvp(V)`."
-    def __init__(self, risk: BaseRisk):
-        super().__init__((risk.p, risk.p), risk.dtype, risk.device); self.risk = risk
-    def _matmat(self, V): return self.risk._hvp_trusted(V)   # `LinearOperator.__matmul__` checked V's shape, dtype, device
-    def _adjoint(self): return self
-
-class MixedOperator(LinearOperator):
-    "J = ∇_X∇_w R as a (p, N·d) operator on flattened ΔX (N rows: all of X, or the rows `idx`): `J @ v` is `risk.jx(v.reshape(...), idx)`."
-    def __init__(self, risk: BaseRisk, idx=None): # idx: restrict J to the rows idx (ints); None: all rows (this process's when sharded)
-        xs = tuple(risk.x_shape)
-        self.risk, self.idx = risk, None if idx is None else _check_idx(idx, xs[0], allow_empty=risk.sharded)
-        self.in_shape = ((xs[0] if idx is None else len(self.idx)),) + xs[1:]   # the shape of the ΔX it takes
-        super().__init__((risk.p, math.prod(self.in_shape)), risk.dtype, risk.device)
-    def _matmat(self, V): return self.risk.jx(V.reshape(self.in_shape + tuple(V.shape[1:])), self.idx)
-    def _adjoint(self): return _MixedAdjoint(self)
-    def restrict(self, idx) -> MixedOperator:
-        "J restricted to the rows idx of X: a (p, len(idx)·d) operator that reads only those rows."
-        if self.idx is not None: raise ValueError("idx: this operator is restricted already; restrict risk.J instead")
-        return MixedOperator(self.risk, idx)
-
-class _MixedAdjoint(LinearOperator):
-    "Jᵀ (N·d, p): `Jᵀ @ U` is `risk.jxT(U, idx)` flattened."
-    def __init__(self, J): super().__init__((J.shape[1], J.shape[0]), J.dtype, J.device); self.J = J
-    def _matmat(self, U): return self.J.risk.jxT(U, self.J.idx).reshape((self.shape[0],) + tuple(U.shape[1:]))
-    def _adjoint(self): return self.J

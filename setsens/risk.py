@@ -14,14 +14,14 @@ from torch.utils.data import (DataLoader, Dataset, IterableDataset, TensorDatase
 from torch.utils.data.distributed import DistributedSampler
 from torch.func import functional_call, jvp, vjp, vmap, grad as fgrad, grad_and_value
 from torch.autograd.function import once_differentiable
-from fastcore.basics import patch
+from fastcore.basics import patch, patch_to
 from .core import check_is_tensor, check_size, check_tensor, check_same, check_positive, check_idx, doc_params
 from .linalg import LinearOperator, IdentityOperator, HessianOperator, MixedOperator   # re-exported: their home before issue 14
 
 # %% auto #0
 __all__ = ['LOSSES', 'check_eval_mode', 'BaseRisk', 'Risk']
 
-# %% ../nbs/05_risk.ipynb #58183f19
+# %% ../nbs/05_risk.ipynb #f83166c0
 def _mse(out, y):
     "½‖f − y‖² per example, summed over output dimensions."
     if y.shape != out.shape:
@@ -58,6 +58,7 @@ def _stated_reduction(loss):
     if prm is None or not isinstance(prm.default, str): return None, None
     return prm.default, f"the default of {getattr(loss, '__name__', type(loss).__name__)}'s reduction parameter"
 
+# %% ../nbs/05_risk.ipynb #92aa564b
 _REGRESSION = (nn.MSELoss, nn.L1Loss, nn.HuberLoss, nn.SmoothL1Loss)
 _REGRESSION_F = (F.mse_loss, F.l1_loss, F.huber_loss, F.smooth_l1_loss)
 
@@ -96,6 +97,7 @@ def _class_loss(loss):
         return (lambda out, y: f(out, y, **kw)), kw.get('weight'), kw.get('ignore_index', -100)
     return None
 
+# %% ../nbs/05_risk.ipynb #f8ac775d
 _ELEMENTWISE = (nn.MSELoss, nn.L1Loss, nn.HuberLoss, nn.SmoothL1Loss, nn.BCELoss, nn.BCEWithLogitsLoss)
 _ELEMENTWISE_F = (F.mse_loss, F.l1_loss, F.huber_loss, F.smooth_l1_loss, F.binary_cross_entropy,
                   F.binary_cross_entropy_with_logits)
@@ -121,6 +123,7 @@ def _target_count(y, weight, ignore_index) -> float:
     y = y.to(weight.device); keep = keep.to(weight.device)
     return float((weight[torch.where(keep, y, torch.zeros_like(y))]*keep).sum(dtype=torch.float64))
 
+# %% ../nbs/05_risk.ipynb #79378054
 # -- data that do not sit in one tensor --------------------------------------------------------------
 _RANDOM_SAMPLERS = (RandomSampler, SubsetRandomSampler, WeightedRandomSampler)
 
@@ -164,6 +167,7 @@ def _dataset_batches(ds, b):
         if isinstance(ds, TensorDataset): yield tuple(t[a:a + b] for t in ds.tensors)
         else: yield default_collate([ds[i] for i in range(a, min(a + b, n))])
 
+# %% ../nbs/05_risk.ipynb #51ec4538
 _STATEFUL = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.modules.dropout._DropoutNd,
              nn.RReLU, nn.RNNBase, nn.MultiheadAttention)
 
@@ -211,6 +215,7 @@ def _suspects(model: nn.Module, k=3) -> str:
               + [(n, m) for n, m in mods if not custom(m) and m.training and not list(m.children())])
     return ', '.join(f"{n or '<root>'!r} ({type(m).__name__}, {'train' if m.training else 'eval'} mode)" for n, m in ranked[:k]) or 'none found'
 
+# %% ../nbs/05_risk.ipynb #97e975b8
 _ONCE = once_differentiable(lambda ctx, *g: g).__code__   # the code of every @once_differentiable backward
 
 def _custom_functions(t: torch.Tensor) -> tuple[list, list]:
@@ -265,12 +270,11 @@ class BaseRisk:
         "The identity on parameter space (p, p), for damping: `risk.H + lam*risk.I`."
         return IdentityOperator(self.p, self.dtype, self.device)
 
-# %% ../nbs/05_risk.ipynb #01032a1d
+# %% ../nbs/05_risk.ipynb #3c1e76cb
 @doc_params
 class Risk(BaseRisk):
     "The empirical risk R(w, X) (what the loss computes on all n rows; (1/n) Σ l(f(x_i; w), y_i) for a per-example loss) as a matrix-free operator at a stored (w, X)."
     MODES = ('rev_rev', 'fwd_rev', 'rev_rev_cached')
-
     def __init__(self, model: nn.Module, # the network f(x; w); in eval mode if it has BatchNorm/dropout
                  loss, # per-example loss(output, target) -> (b,), a torch.nn / F loss (reduction 'mean' or 'sum'), or "mse" / "cross_entropy"
                  X, # inputs (n, ...) as a tensor (floating, the parameters' dtype and device), or the data: a DataLoader, a map-style Dataset or a re-iterable of (X, y) batches
@@ -323,578 +327,627 @@ class Risk(BaseRisk):
                                  f"(or has class weight 0), so the loss's mean over them is 0/0")
         self._probe()   # fail early on a bad loss/model/data
 
-    @classmethod
-    @doc_params
-    def from_function(cls, fn, # fn(params: dict, X, Y) -> 0-d tensor: the risk itself (no 1/n is added)
-                      params: dict, # name -> tensor: the parameters w at which to evaluate
-                      X: torch.Tensor, # data (n, ...), floating
-                      Y: torch.Tensor|None=None, # optional targets, passed through to fn
-                      *, hvp_mode: str="rev_rev", # as for `Risk`
-                      vectorize: bool=False, # vmap over right-hand sides (default off: user code may hit PyTorch ops with wrong batching rules)
-                     ) -> Risk:
-        "A `Risk` for any scalar function of a parameter dict and the data (no chunking)."
-        if not callable(fn): raise TypeError(f"fn: expected a callable, got {type(fn).__name__}")
-        if not isinstance(params, dict) or not params:
-            raise TypeError(f"params: expected a non-empty dict name -> tensor, got {type(params).__name__}")
-        self = cls.__new__(cls)
-        self.model, self._fn, self._stateful, self._loss, self._frozen = None, fn, [], None, {}
-        self._bufver, self._rule, self._ystats = {}, None, []
-        self._src, self._spec, self._N, self._kind, self.reduction, self._sum_loss = None, None, None, 'fn', None, None
-        for k, v in params.items(): check_tensor(v, f"params[{k!r}]")
-        self._set_params(params, 'params')
-        self._set_data(X, Y, need_y=False)
-        self.batch_size, self.hvp_mode, self.vectorize = None, self._check_mode(hvp_mode), bool(vectorize)
-        self._cache = {}
-        return self
+# %% ../nbs/05_risk.ipynb #7fefaa4f
+@patch(cls_method=True)
+@doc_params
+def from_function(cls: Risk, fn, # fn(params: dict, X, Y) -> 0-d tensor: the risk itself (no 1/n is added)
+                  params: dict, # name -> tensor: the parameters w at which to evaluate
+                  X: torch.Tensor, # data (n, ...), floating
+                  Y: torch.Tensor|None=None, # optional targets, passed through to fn
+                  *, hvp_mode: str="rev_rev", # as for `Risk`
+                  vectorize: bool=False, # vmap over right-hand sides (default off: user code may hit PyTorch ops with wrong batching rules)
+                 ) -> Risk:
+    "A `Risk` for any scalar function of a parameter dict and the data (no chunking)."
+    if not callable(fn): raise TypeError(f"fn: expected a callable, got {type(fn).__name__}")
+    if not isinstance(params, dict) or not params:
+        raise TypeError(f"params: expected a non-empty dict name -> tensor, got {type(params).__name__}")
+    self = cls.__new__(cls)
+    self.model, self._fn, self._stateful, self._loss, self._frozen = None, fn, [], None, {}
+    self._bufver, self._rule, self._ystats = {}, None, []
+    self._src, self._spec, self._N, self._kind, self.reduction, self._sum_loss = None, None, None, 'fn', None, None
+    for k, v in params.items(): check_tensor(v, f"params[{k!r}]")
+    self._set_params(params, 'params')
+    self._set_data(X, Y, need_y=False)
+    self.batch_size, self.hvp_mode, self.vectorize = None, self._check_mode(hvp_mode), bool(vectorize)
+    self._cache = {}
+    return self
 
-    # -- set-up and validation ---------------------------------------------------------------------
-    @staticmethod
-    def _select(named, params):
-        if params is None:
-            names = [k for k, v in named.items() if v.requires_grad]
-            if not names: raise ValueError("params: the model has no trainable parameters; pass a list of names")
-            return names
-        if isinstance(params, str) or not all(isinstance(k, str) for k in params):
-            raise TypeError("params: expected a list of parameter names (str) or None")
-        params = list(params)
-        if not params: raise ValueError("params: the list of parameter names is empty")
-        if len(set(params)) != len(params): raise ValueError(f"params: duplicate names in {params}")
-        for k in params:
-            if k not in named: raise ValueError(f"params: unknown parameter name {k!r}; the model has {list(named)}")
-        return [k for k in named if k in set(params)]   # the model's order
+# %% ../nbs/05_risk.ipynb #ac8b07a2
+@patch_to(Risk, static_method=True)
+def _select(named, params):
+    if params is None:
+        names = [k for k, v in named.items() if v.requires_grad]
+        if not names: raise ValueError("params: the model has no trainable parameters; pass a list of names")
+        return names
+    if isinstance(params, str) or not all(isinstance(k, str) for k in params):
+        raise TypeError("params: expected a list of parameter names (str) or None")
+    params = list(params)
+    if not params: raise ValueError("params: the list of parameter names is empty")
+    if len(set(params)) != len(params): raise ValueError(f"params: duplicate names in {params}")
+    for k in params:
+        if k not in named: raise ValueError(f"params: unknown parameter name {k!r}; the model has {list(named)}")
+    return [k for k in named if k in set(params)]   # the model's order
 
-    def _set_params(self, d, argname):
-        ts = list(d.values())
-        t0 = ts[0]
-        if t0.device.type == 'meta':
-            raise ValueError(f"{argname}: its parameters are on the meta device (shapes without values); materialise them "
-                             "first, e.g. model.to_empty(device='cpu') and then load_state_dict")
-        if not t0.is_floating_point(): raise TypeError(f"{argname}: parameters must be floating, got {t0.dtype}")
-        for k, t in d.items():
-            if t.dtype != t0.dtype or t.device != t0.device:
-                raise ValueError(f"{argname}: parameter {k!r} is {t.dtype} on {t.device} but {next(iter(d))!r} is "
-                                 f"{t0.dtype} on {t0.device}; put all parameters on one dtype and device")
-            if not bool(torch.isfinite(t).all()): raise ValueError(f"{argname}: parameter {k!r} contains NaN or Inf")
-        self.names = list(d)
-        self._shapes = [t.shape for t in ts]
-        self._sizes = [t.numel() for t in ts]
-        self._w = torch.cat([t.detach().reshape(-1) for t in ts])
+@patch
+def _set_params(self: Risk, d, argname):
+    ts = list(d.values())
+    t0 = ts[0]
+    if t0.device.type == 'meta':
+        raise ValueError(f"{argname}: its parameters are on the meta device (shapes without values); materialise them "
+                         "first, e.g. model.to_empty(device='cpu') and then load_state_dict")
+    if not t0.is_floating_point(): raise TypeError(f"{argname}: parameters must be floating, got {t0.dtype}")
+    for k, t in d.items():
+        if t.dtype != t0.dtype or t.device != t0.device:
+            raise ValueError(f"{argname}: parameter {k!r} is {t.dtype} on {t.device} but {next(iter(d))!r} is "
+                             f"{t0.dtype} on {t0.device}; put all parameters on one dtype and device")
+        if not bool(torch.isfinite(t).all()): raise ValueError(f"{argname}: parameter {k!r} contains NaN or Inf")
+    self.names = list(d)
+    self._shapes = [t.shape for t in ts]
+    self._sizes = [t.numel() for t in ts]
+    self._w = torch.cat([t.detach().reshape(-1) for t in ts])
 
-    def _set_data(self, X, Y, need_y):
+# %% ../nbs/05_risk.ipynb #3330f5f1
+@patch
+def _set_data(self: Risk, X, Y, need_y):
+    check_is_tensor(X, 'X')
+    if X.is_complex(): raise TypeError(f"X: complex inputs ({X.dtype}) are not supported: the risk and its derivatives are real")
+    if X.requires_grad: X = X.detach()   # never part of a graph: products would keep it alive (and grow it)
+    check_same(X, self._w, 'X, parameters')
+    check_tensor(X, 'X')
+    if X.ndim < 1: raise ValueError(f"X: expected a tensor with a leading data axis (n, ...), got a 0-d tensor")
+    if Y is None and need_y: raise TypeError("Y: expected a tensor of targets, got None")
+    if Y is not None:
+        check_is_tensor(Y, 'Y')
+        if Y.ndim < 1 or Y.shape[0] != X.shape[0]:
+            raise ValueError(f"X, Y: expected the same number of rows, got X {tuple(X.shape)} and Y {tuple(Y.shape)}")
+        check_same(Y, X, 'Y, X', dtype=False)
+        if Y.is_complex():
+            raise TypeError(f"Y: complex targets ({Y.dtype}) are not supported: the loss, and so the risk, would be "
+                            f"complex; pass real targets")
+        check_tensor(Y, 'Y', floating=False)
+        if Y.requires_grad: Y = Y.detach()
+        if self._rule is not None and self._rule[0] == 'class': Y = _as_labels(Y)   # int32/int16/bool labels -> long
+    self._X, self._Y = X, Y
+
+@patch_to(Risk, static_method=True)
+def _stated(loss, red):
+    "The loss's reduction: stated by the loss (module attribute, function default) and/or the `reduction` argument, which must agree."
+    if isinstance(loss, str):
+        if red not in (None, 'none'):
+            raise ValueError(f"reduction: the loss {loss!r} is per-example (reduction='none'), got reduction={red!r}")
+        return 'none'
+    st, where = _stated_reduction(loss)
+    if st is None: return red
+    if st not in _REDUCTIONS + ('batchmean',):
+        raise ValueError(f"loss: its reduction {st!r} ({where}) is not supported; use 'mean', 'sum' or 'none'")
+    if red is not None and red != st:
+        raise ValueError(f"reduction: the loss states reduction={st!r} ({where}) but reduction={red!r} was passed; "
+                         f"Risk never changes how a loss reduces: leave reduction out (or pass {st!r}), or change the loss")
+    return st
+
+@patch_to(Risk, static_method=True)
+def _check_batch_size(b):
+    return check_size(b, 'batch_size')
+
+@patch(cls_method=True)
+def _check_mode(cls: Risk, mode):
+    if mode not in cls.MODES: raise ValueError(f"hvp_mode: expected one of {cls.MODES}, got {mode!r}")
+    return mode
+
+# %% ../nbs/05_risk.ipynb #853537c8
+@patch
+def _raw_batches(self: Risk):
+    "The source's (X, y) batches as they come (on the user's device)."
+    if self._src_kind == 'dataset': return _dataset_batches(self._src, self.batch_size or max(len(self._src), 1))
+    return iter(self._src)
+
+@patch
+def _check_batch(self: Risk, i, batch):
+    "A batch as (X, y), checked against the first batch's structure; errors name `data`."
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2 and all(isinstance(t, torch.Tensor) for t in batch)):
+        what = type(batch).__name__ + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else '')
+        raise ValueError(f"data: batch {i} is a {what}, expected a pair (X, y) of tensors")
+    Xb, Yb = batch
+    if self._rule is not None and self._rule[0] == 'class': Yb = _as_labels(Yb)   # int32/int16/bool labels -> long
+    if Xb.ndim < 1 or Yb.ndim < 1 or Xb.shape[0] != Yb.shape[0] or Xb.shape[0] == 0:
+        raise ValueError(f"data: batch {i} has inputs {tuple(Xb.shape)} and targets {tuple(Yb.shape)}; expected "
+                         f"the same positive number of rows (leading axis) in both")
+    spec = (tuple(Xb.shape[1:]), Xb.dtype, tuple(Yb.shape[1:]), Yb.dtype)
+    if self._spec is None: self._spec = spec
+    elif spec != self._spec:
+        d = lambda s: f"input rows {s[0]} {s[1]}, target rows {s[2]} {s[3]}"
+        raise ValueError(f"data: batch {i} has {d(spec)} but the first batch had {d(self._spec)}; every batch "
+                         f"must have the same structure")
+    return Xb, Yb
+
+@patch
+def _count(self: Risk):
+    "The first pass over a data source: check every batch, count the rows n (and the targets' weight for a mean cross-entropy)."
+    n, N = 0, 0.
+    for i, batch in enumerate(self._raw_batches()):
+        Xb, Yb = self._check_batch(i, batch)
+        if i == 0:
+            check_same(Xb, self._w, 'data (its inputs), parameters', device=False)
+            check_tensor(Xb, 'data (its inputs)')
+        if i == 0 and (Xb.is_complex() or Yb.is_complex()):
+            raise TypeError(f"data: complex {'inputs' if Xb.is_complex() else 'targets'} ({(Xb if Xb.is_complex() else Yb).dtype}) "
+                            f"are not supported: the risk and its derivatives are real")
+        if not bool(torch.isfinite(Xb).all()): raise ValueError(f"data: the inputs of batch {i} contain NaN or Inf")
+        if Yb.is_floating_point() and not bool(torch.isfinite(Yb).all()):
+            raise ValueError(f"data: the targets of batch {i} contain NaN or Inf")
+        if self._sum_loss is not None and not Yb.is_floating_point(): N += _target_count(Yb, self._cw, self._ci)
+        if self._rule is not None and self._rule[0] == 'class' and not Yb.is_floating_point():
+            ign = self._rule[2]   # the smallest and largest label that is not ignore_index, and whether it occurs
+            keep = Yb if ign is None else Yb[Yb != ign]
+            self._ystats.append((i, int(keep.min()) if keep.numel() else 0, int(keep.max()) if keep.numel() else 0,
+                                 keep.numel() < Yb.numel()))
+        n += Xb.shape[0]
+    if n == 0: raise ValueError(f"data: has no batches (no rows)")
+    self._n, self._N = n, N
+
+# %% ../nbs/05_risk.ipynb #046da0e5
+@patch
+def _stream(self: Risk, move=True):
+    "(rows, X chunk, Y chunk) of a data source, moved to the parameters' device batch by batch (`move=False`: left where they are); the rows must match the first pass."
+    off = 0
+    for i, batch in enumerate(self._raw_batches()):
+        Xb, Yb = self._check_batch(i, batch)
+        b = Xb.shape[0]
+        if off + b > self._n:
+            raise ValueError(f"data: has more than the {self._n} rows counted on the first pass; the data set "
+                             f"changed between passes (a Risk needs the same rows, in the same order, on every pass)")
+        yield (slice(off, off + b), Xb.detach().to(self.device), Yb.detach().to(self.device)) if move else (slice(off, off + b), Xb, Yb)
+        off += b
+    if off != self._n:
+        raise ValueError(f"data: has {off} rows on this pass but {self._n} on the first; the data set changed "
+                         f"between passes (a Risk needs the same rows, in the same order, on every pass)")
+
+@patch
+def _gather(self: Risk, i):
+    "All inputs (i=0) or targets (i=1) of a data source, concatenated on the parameters' device."
+    return torch.cat([c[1 + i] for c in self._stream()])
+
+@patch
+def _slices(self: Risk, n=None):
+    n = self.n if n is None else n
+    b = self.batch_size or n
+    return [slice(i, min(i + b, n)) for i in range(0, n, b)]
+
+@patch
+def _chunks(self: Risk, X=None, Y=None):
+    if X is None and self._src is not None: yield from self._stream(); return
+    if X is None: X, Y = self._X, self._Y
+    for s in self._slices(X.shape[0]): yield s, X[s], (None if Y is None else Y[s])
+
+@patch
+def _state(self: Risk):
+    if self.model is not None: check_eval_mode(self.model, self._stateful); self._check_buffers()
+
+# %% ../nbs/05_risk.ipynb #fb5eec70
+@patch(as_prop=True)
+def X(self: Risk) -> torch.Tensor:
+    "The inputs (n, ...); for a data source all batches concatenated on the parameters' device (a pass, not cached)."
+    return self._X if self._src is None else self._gather(0)
+
+@patch(as_prop=True)
+def Y(self: Risk) -> torch.Tensor|None:
+    "The targets (n, ...); for a data source all batches concatenated on the parameters' device (a pass, not cached)."
+    return self._Y if self._src is None else self._gather(1)
+
+@patch(as_prop=True)
+def x_shape(self: Risk) -> torch.Size:
+    "The shape of X, (n, ...), without reading the data (for a data source: n from the first pass, rows from the first batch)."
+    return self._xshape
+
+@patch(as_prop=True)
+def loss(self: Risk):
+    "The loss as `Risk` calls it (a string resolved to its function); None for `from_function`."
+    return self._loss
+
+@patch(as_prop=True)
+def n(self: Risk) -> int:
+    "Number of data points (rows of X; for a data source counted on the first pass)."
+    return self._X.shape[0] if self._src is None else self._n
+
+@patch(as_prop=True)
+def p(self: Risk) -> int:
+    "Number of parameters in w."
+    return self._w.shape[0]
+
+@patch(as_prop=True)
+def w(self: Risk) -> torch.Tensor:
+    "The flat parameters (p,) at which products are evaluated."
+    return self._w
+
+@patch(as_prop=True)
+def dtype(self: Risk) -> torch.dtype:
+    "The parameters' dtype (products are returned in it)."
+    return self._w.dtype
+
+@patch(as_prop=True)
+def device(self: Risk) -> torch.device:
+    "The parameters' device (products are returned on it)."
+    return self._w.device
+
+@patch
+def __repr__(self: Risk):
+    what = type(self.model).__name__ if self.model is not None else getattr(self._fn, '__name__', 'fn')
+    return (f"Risk({what}, n={self.n}, p={self.p}, batch_size={self.batch_size}, hvp_mode={self.hvp_mode!r}, "
+            f"{self.dtype}, {self.device})")
+
+# %% ../nbs/05_risk.ipynb #a6f56223
+@patch
+def _unflat(self: Risk, v):
+    return {k: t.view(s) for k, t, s in zip(self.names, v.split(self._sizes), self._shapes)}
+
+@patch
+def flatten(self: Risk, d: dict, # name -> tensor, with exactly `names` and the parameters' shapes
+           ) -> torch.Tensor:
+    "A parameter dict as one flat vector (p,), in the order of `names`."
+    if not isinstance(d, dict): raise TypeError(f"d: expected a dict name -> tensor, got {type(d).__name__}")
+    if set(d) != set(self.names):
+        raise ValueError(f"d: expected the keys {self.names}; missing {sorted(set(self.names) - set(d))}, "
+                         f"unexpected {sorted(set(d) - set(self.names))}")
+    for k, s in zip(self.names, self._shapes):
+        check_tensor(d[k], f"d[{k!r}]", finite=False)
+        if d[k].shape != s: raise ValueError(f"d[{k!r}]: expected shape {tuple(s)}, got {tuple(d[k].shape)}")
+    return torch.cat([d[k].reshape(-1) for k in self.names])
+
+@patch
+def unflatten(self: Risk, v: torch.Tensor, # a flat vector (p,)
+             ) -> dict:
+    "A flat vector (p,) as a dict name -> tensor (views of `v`) shaped like the parameters."
+    check_tensor(v, 'v', ndim=1, finite=False)
+    if v.shape[0] != self.p: raise ValueError(f"v: expected shape ({self.p},), got {tuple(v.shape)}")
+    return self._unflat(v)
+
+@patch
+def at(self: Risk, w: torch.Tensor|None=None, # other flat parameters (p,)
+       X: torch.Tensor|None=None, # other data, shaped like `X`
+      ) -> Risk:
+    "A copy of this risk at other parameters and/or data (shares the model; caches are not shared)."
+    r = copy.copy(self)
+    r._cache = {}
+    if w is not None:
+        check_is_tensor(w, 'w')
+        if w.shape != (self.p,): raise ValueError(f"w: expected shape ({self.p},), got {tuple(w.shape)}")
+        check_same(w, self._w, 'w, risk.w')
+        check_tensor(w, 'w')
+        r._w = w.detach().clone()
+    if X is not None:
+        if self._src is not None:
+            raise NotImplementedError("X: at(X=...) moves in-memory data, but this risk streams its data from "
+                                      f"`data` ({type(self._src).__name__}); build Risk(model, loss, X, Y) from tensors "
+                                      "instead (risk.X, risk.Y materialise the data on the parameters' device)")
         check_is_tensor(X, 'X')
-        if X.is_complex(): raise TypeError(f"X: complex inputs ({X.dtype}) are not supported: the risk and its derivatives are real")
-        if X.requires_grad: X = X.detach()   # never part of a graph: products would keep it alive (and grow it)
-        check_same(X, self._w, 'X, parameters')
+        if X.shape != self.X.shape: raise ValueError(f"X: expected shape {tuple(self.X.shape)} (as risk.X), got {tuple(X.shape)}")
+        check_same(X, self.X, 'X, risk.X')
         check_tensor(X, 'X')
-        if X.ndim < 1: raise ValueError(f"X: expected a tensor with a leading data axis (n, ...), got a 0-d tensor")
-        if Y is None and need_y: raise TypeError("Y: expected a tensor of targets, got None")
-        if Y is not None:
-            check_is_tensor(Y, 'Y')
-            if Y.ndim < 1 or Y.shape[0] != X.shape[0]:
-                raise ValueError(f"X, Y: expected the same number of rows, got X {tuple(X.shape)} and Y {tuple(Y.shape)}")
-            check_same(Y, X, 'Y, X', dtype=False)
-            if Y.is_complex():
-                raise TypeError(f"Y: complex targets ({Y.dtype}) are not supported: the loss, and so the risk, would be "
-                                f"complex; pass real targets")
-            check_tensor(Y, 'Y', floating=False)
-            if Y.requires_grad: Y = Y.detach()
-            if self._rule is not None and self._rule[0] == 'class': Y = _as_labels(Y)   # int32/int16/bool labels -> long
-        self._X, self._Y = X, Y
+        r._X = X.detach() if X.requires_grad else X
+    return r
 
-    @staticmethod
-    def _stated(loss, red):
-        "The loss's reduction: stated by the loss (module attribute, function default) and/or the `reduction` argument, which must agree."
-        if isinstance(loss, str):
-            if red not in (None, 'none'):
-                raise ValueError(f"reduction: the loss {loss!r} is per-example (reduction='none'), got reduction={red!r}")
-            return 'none'
-        st, where = _stated_reduction(loss)
-        if st is None: return red
-        if st not in _REDUCTIONS + ('batchmean',):
-            raise ValueError(f"loss: its reduction {st!r} ({where}) is not supported; use 'mean', 'sum' or 'none'")
-        if red is not None and red != st:
-            raise ValueError(f"reduction: the loss states reduction={st!r} ({where}) but reduction={red!r} was passed; "
-                             f"Risk never changes how a loss reduces: leave reduction out (or pass {st!r}), or change the loss")
-        return st
+# %% ../nbs/05_risk.ipynb #2b208aeb
+@patch(as_prop=True)
+def _xshape(self: Risk):
+    return self._X.shape if self._src is None else torch.Size((self._n,) + self._spec[0])
 
-    # -- data sources (DataLoader, Dataset, re-iterable of batches) ---------------------------------
-    def _raw_batches(self):
-        "The source's (X, y) batches as they come (on the user's device)."
-        if self._src_kind == 'dataset': return _dataset_batches(self._src, self.batch_size or max(len(self._src), 1))
-        return iter(self._src)
+@patch(as_prop=True)
+def _ydtype(self: Risk):
+    return self._Y.dtype if self._src is None else self._spec[3]
 
-    def _check_batch(self, i, batch):
-        "A batch as (X, y), checked against the first batch's structure; errors name `data`."
-        if not (isinstance(batch, (tuple, list)) and len(batch) == 2 and all(isinstance(t, torch.Tensor) for t in batch)):
-            what = type(batch).__name__ + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else '')
-            raise ValueError(f"data: batch {i} is a {what}, expected a pair (X, y) of tensors")
-        Xb, Yb = batch
-        if self._rule is not None and self._rule[0] == 'class': Yb = _as_labels(Yb)   # int32/int16/bool labels -> long
-        if Xb.ndim < 1 or Yb.ndim < 1 or Xb.shape[0] != Yb.shape[0] or Xb.shape[0] == 0:
-            raise ValueError(f"data: batch {i} has inputs {tuple(Xb.shape)} and targets {tuple(Yb.shape)}; expected "
-                             f"the same positive number of rows (leading axis) in both")
-        spec = (tuple(Xb.shape[1:]), Xb.dtype, tuple(Yb.shape[1:]), Yb.dtype)
-        if self._spec is None: self._spec = spec
-        elif spec != self._spec:
-            d = lambda s: f"input rows {s[0]} {s[1]}, target rows {s[2]} {s[3]}"
-            raise ValueError(f"data: batch {i} has {d(spec)} but the first batch had {d(self._spec)}; every batch "
-                             f"must have the same structure")
-        return Xb, Yb
+@patch(as_prop=True)
+def _scale(self: Risk):
+    "The factor applied once to the sum of chunk contributions: 1/n (per-example, mean), 1/Σweight (cross-entropy), 1 (sum, from_function)."
+    k = self._kind
+    return 1. if k in ('sum', 'fn') else 1/self._N if k == 'count' else 1/self.n
 
-    def _count(self):
-        "The first pass over a data source: check every batch, count the rows n (and the targets' weight for a mean cross-entropy)."
-        n, N = 0, 0.
-        for i, batch in enumerate(self._raw_batches()):
-            Xb, Yb = self._check_batch(i, batch)
-            if i == 0:
-                check_same(Xb, self._w, 'data (its inputs), parameters', device=False)
-                check_tensor(Xb, 'data (its inputs)')
-            if i == 0 and (Xb.is_complex() or Yb.is_complex()):
-                raise TypeError(f"data: complex {'inputs' if Xb.is_complex() else 'targets'} ({(Xb if Xb.is_complex() else Yb).dtype}) "
-                                f"are not supported: the risk and its derivatives are real")
-            if not bool(torch.isfinite(Xb).all()): raise ValueError(f"data: the inputs of batch {i} contain NaN or Inf")
-            if Yb.is_floating_point() and not bool(torch.isfinite(Yb).all()):
-                raise ValueError(f"data: the targets of batch {i} contain NaN or Inf")
-            if self._sum_loss is not None and not Yb.is_floating_point(): N += _target_count(Yb, self._cw, self._ci)
-            if self._rule is not None and self._rule[0] == 'class' and not Yb.is_floating_point():
-                ign = self._rule[2]   # the smallest and largest label that is not ignore_index, and whether it occurs
-                keep = Yb if ign is None else Yb[Yb != ign]
-                self._ystats.append((i, int(keep.min()) if keep.numel() else 0, int(keep.max()) if keep.numel() else 0,
-                                     keep.numel() < Yb.numel()))
-            n += Xb.shape[0]
-        if n == 0: raise ValueError(f"data: has no batches (no rows)")
-        self._n, self._N = n, N
-
-    def _stream(self, move=True):
-        "(rows, X chunk, Y chunk) of a data source, moved to the parameters' device batch by batch (`move=False`: left where they are); the rows must match the first pass."
-        off = 0
-        for i, batch in enumerate(self._raw_batches()):
-            Xb, Yb = self._check_batch(i, batch)
-            b = Xb.shape[0]
-            if off + b > self._n:
-                raise ValueError(f"data: has more than the {self._n} rows counted on the first pass; the data set "
-                                 f"changed between passes (a Risk needs the same rows, in the same order, on every pass)")
-            yield (slice(off, off + b), Xb.detach().to(self.device), Yb.detach().to(self.device)) if move else (slice(off, off + b), Xb, Yb)
-            off += b
-        if off != self._n:
-            raise ValueError(f"data: has {off} rows on this pass but {self._n} on the first; the data set changed "
-                             f"between passes (a Risk needs the same rows, in the same order, on every pass)")
-
-    def _gather(self, i):
-        "All inputs (i=0) or targets (i=1) of a data source, concatenated on the parameters' device."
-        return torch.cat([c[1 + i] for c in self._stream()])
-
-    @staticmethod
-    def _check_batch_size(b):
-        return check_size(b, 'batch_size')
-
-    @classmethod
-    def _check_mode(cls, mode):
-        if mode not in cls.MODES: raise ValueError(f"hvp_mode: expected one of {cls.MODES}, got {mode!r}")
-        return mode
-
-    # -- attributes ---------------------------------------------------------------------------------
-    @property
-    def X(self) -> torch.Tensor:
-        "The inputs (n, ...); for a data source all batches concatenated on the parameters' device (a pass, not cached)."
-        return self._X if self._src is None else self._gather(0)
-    @property
-    def Y(self) -> torch.Tensor|None:
-        "The targets (n, ...); for a data source all batches concatenated on the parameters' device (a pass, not cached)."
-        return self._Y if self._src is None else self._gather(1)
-    @property
-    def x_shape(self) -> torch.Size:
-        "The shape of X, (n, ...), without reading the data (for a data source: n from the first pass, rows from the first batch)."
-        return self._xshape
-    @property
-    def loss(self):
-        "The loss as `Risk` calls it (a string resolved to its function); None for `from_function`."
-        return self._loss
-    @property
-    def _xshape(self):
-        return self._X.shape if self._src is None else torch.Size((self._n,) + self._spec[0])
-    @property
-    def _ydtype(self):
-        return self._Y.dtype if self._src is None else self._spec[3]
-    @property
-    def _scale(self):
-        "The factor applied once to the sum of chunk contributions: 1/n (per-example, mean), 1/Σweight (cross-entropy), 1 (sum, from_function)."
-        k = self._kind
-        return 1. if k in ('sum', 'fn') else 1/self._N if k == 'count' else 1/self.n
-    @property
-    def n(self) -> int:
-        "Number of data points (rows of X; for a data source counted on the first pass)."
-        return self._X.shape[0] if self._src is None else self._n
-    @property
-    def p(self) -> int:
-        "Number of parameters in w."
-        return self._w.shape[0]
-    @property
-    def w(self) -> torch.Tensor:
-        "The flat parameters (p,) at which products are evaluated."
-        return self._w
-    @property
-    def dtype(self) -> torch.dtype:
-        "The parameters' dtype (products are returned in it)."
-        return self._w.dtype
-    @property
-    def device(self) -> torch.device:
-        "The parameters' device (products are returned on it)."
-        return self._w.device
-
-    def __repr__(self):
-        what = type(self.model).__name__ if self.model is not None else getattr(self._fn, '__name__', 'fn')
-        return (f"Risk({what}, n={self.n}, p={self.p}, batch_size={self.batch_size}, hvp_mode={self.hvp_mode!r}, "
-                f"{self.dtype}, {self.device})")
-
-    # -- flat vectors -------------------------------------------------------------------------------
-    def _unflat(self, v):
-        return {k: t.view(s) for k, t, s in zip(self.names, v.split(self._sizes), self._shapes)}
-
-    def flatten(self, d: dict, # name -> tensor, with exactly `names` and the parameters' shapes
-               ) -> torch.Tensor:
-        "A parameter dict as one flat vector (p,), in the order of `names`."
-        if not isinstance(d, dict): raise TypeError(f"d: expected a dict name -> tensor, got {type(d).__name__}")
-        if set(d) != set(self.names):
-            raise ValueError(f"d: expected the keys {self.names}; missing {sorted(set(self.names) - set(d))}, "
-                             f"unexpected {sorted(set(d) - set(self.names))}")
-        for k, s in zip(self.names, self._shapes):
-            check_tensor(d[k], f"d[{k!r}]", finite=False)
-            if d[k].shape != s: raise ValueError(f"d[{k!r}]: expected shape {tuple(s)}, got {tuple(d[k].shape)}")
-        return torch.cat([d[k].reshape(-1) for k in self.names])
-
-    def unflatten(self, v: torch.Tensor, # a flat vector (p,)
-                 ) -> dict:
-        "A flat vector (p,) as a dict name -> tensor (views of `v`) shaped like the parameters."
-        check_tensor(v, 'v', ndim=1, finite=False)
-        if v.shape[0] != self.p: raise ValueError(f"v: expected shape ({self.p},), got {tuple(v.shape)}")
-        return self._unflat(v)
-
-    # -- moving the point ---------------------------------------------------------------------------
-    def at(self, w: torch.Tensor|None=None, # other flat parameters (p,)
-           X: torch.Tensor|None=None, # other data, shaped like `X`
-          ) -> Risk:
-        "A copy of this risk at other parameters and/or data (shares the model; caches are not shared)."
-        r = copy.copy(self)
-        r._cache = {}
-        if w is not None:
-            check_is_tensor(w, 'w')
-            if w.shape != (self.p,): raise ValueError(f"w: expected shape ({self.p},), got {tuple(w.shape)}")
-            check_same(w, self._w, 'w, risk.w')
-            check_tensor(w, 'w')
-            r._w = w.detach().clone()
-        if X is not None:
-            if self._src is not None:
-                raise NotImplementedError("X: at(X=...) moves in-memory data, but this risk streams its data from "
-                                          f"`data` ({type(self._src).__name__}); build Risk(model, loss, X, Y) from tensors "
-                                          "instead (risk.X, risk.Y materialise the data on the parameters' device)")
-            check_is_tensor(X, 'X')
-            if X.shape != self.X.shape: raise ValueError(f"X: expected shape {tuple(self.X.shape)} (as risk.X), got {tuple(X.shape)}")
-            check_same(X, self.X, 'X, risk.X')
-            check_tensor(X, 'X')
-            r._X = X.detach() if X.requires_grad else X
+@patch
+def _fsum(self: Risk, w, Xc, Yc):
+    "Σ_{i in chunk} l_i (a model) or fn(params, X, Y) (from_function); a 0-d tensor."
+    if self._fn is not None:
+        r = self._fn(self._unflat(w), Xc, Yc)
+        if not isinstance(r, torch.Tensor) or r.ndim != 0:
+            raise ValueError(f"fn: must return a 0-d tensor, got {tuple(r.shape) if isinstance(r, torch.Tensor) else type(r).__name__}")
         return r
+    return self._loss_sum(functional_call(self.model, (self._unflat(w), self._frozen), (Xc,)), Yc, Xc.shape[0])
 
-    # -- the scalar function and its chunks ---------------------------------------------------------
-    def _fsum(self, w, Xc, Yc):
-        "Σ_{i in chunk} l_i (a model) or fn(params, X, Y) (from_function); a 0-d tensor."
-        if self._fn is not None:
-            r = self._fn(self._unflat(w), Xc, Yc)
-            if not isinstance(r, torch.Tensor) or r.ndim != 0:
-                raise ValueError(f"fn: must return a 0-d tensor, got {tuple(r.shape) if isinstance(r, torch.Tensor) else type(r).__name__}")
-            return r
-        return self._loss_sum(functional_call(self.model, (self._unflat(w), self._frozen), (Xc,)), Yc, Xc.shape[0])
+@patch
+def _loss_sum(self: Risk, out, Yc, b):
+    "This chunk's share of R/scale over its b rows: Σ l_i (per-example), b·mean ('mean'), the sum ('sum'; cross-entropy 'count')."
+    k = self._kind
+    if k == 'count': return self._sum_loss(out, Yc)
+    if k == 'mean' and self._esum is not None: return self._esum(out, Yc)/(out.numel()//b)   # b·mean over b·e elements
+    l = self._loss(out, Yc)
+    shape = tuple(l.shape) if isinstance(l, torch.Tensor) else type(l).__name__
+    if k is None and isinstance(l, torch.Tensor) and l.shape == (b,):   # the probe: an unstated loss is per-example
+        k = self._kind = self.reduction = 'none'
+    if k in ('none', None):
+        if k is None and shape == ():
+            raise ValueError(f"loss: must return per-example losses shaped (b,) = ({b},), or be a reduced loss whose "
+                             f"reduction is known; it returned a scalar and does not state its reduction (no "
+                             f".reduction attribute or reduction= parameter): pass reduction='mean' to Risk if it "
+                             f"averages over the rows (or over equally many elements per row), reduction='sum' if it "
+                             f"sums, or make it return per-example losses")
+        if not isinstance(l, torch.Tensor) or l.shape != (b,):
+            raise ValueError(f"loss: must return per-example losses shaped (b,) = ({b},), got {shape} (use "
+                             f"reduction='none' and reduce each example to one number, or a reduced loss: "
+                             f"reduction='mean'/'sum')")
+        return l.sum()
+    if not isinstance(l, torch.Tensor) or l.ndim != 0:
+        raise ValueError(f"loss: its reduction is {self.reduction!r}, so it must return a 0-d tensor (the reduced "
+                         f"loss of the batch), got {shape}")
+    return l*b if k == 'mean' else l
 
-    def _loss_sum(self, out, Yc, b):
-        "This chunk's share of R/scale over its b rows: Σ l_i (per-example), b·mean ('mean'), the sum ('sum'; cross-entropy 'count')."
-        k = self._kind
-        if k == 'count': return self._sum_loss(out, Yc)
-        if k == 'mean' and self._esum is not None: return self._esum(out, Yc)/(out.numel()//b)   # b·mean over b·e elements
-        l = self._loss(out, Yc)
-        shape = tuple(l.shape) if isinstance(l, torch.Tensor) else type(l).__name__
-        if k is None and isinstance(l, torch.Tensor) and l.shape == (b,):   # the probe: an unstated loss is per-example
-            k = self._kind = self.reduction = 'none'
-        if k in ('none', None):
-            if k is None and shape == ():
-                raise ValueError(f"loss: must return per-example losses shaped (b,) = ({b},), or be a reduced loss whose "
-                                 f"reduction is known; it returned a scalar and does not state its reduction (no "
-                                 f".reduction attribute or reduction= parameter): pass reduction='mean' to Risk if it "
-                                 f"averages over the rows (or over equally many elements per row), reduction='sum' if it "
-                                 f"sums, or make it return per-example losses")
-            if not isinstance(l, torch.Tensor) or l.shape != (b,):
-                raise ValueError(f"loss: must return per-example losses shaped (b,) = ({b},), got {shape} (use "
-                                 f"reduction='none' and reduce each example to one number, or a reduced loss: "
-                                 f"reduction='mean'/'sum')")
-            return l.sum()
-        if not isinstance(l, torch.Tensor) or l.ndim != 0:
-            raise ValueError(f"loss: its reduction is {self.reduction!r}, so it must return a 0-d tensor (the reduced "
-                             f"loss of the batch), got {shape}")
-        return l*b if k == 'mean' else l
-
-    def _probe(self):
-        "Checks on the first rows at construction, each error naming what to fix: the model takes X and returns a real tensor (2 rows); the targets fit the loss (every row); the loss is finite (2 rows); the model is a function of (w, x) (up to 4 rows): no buffer changed in place, and the same rows evaluated twice, or in two chunks, agree; the loss is twice differentiable."
-        if self._src is None: Xq, Yq, xn, yn = self._X[:4], self._Y[:4], 'X', 'Y'
-        else:
-            _, Xb, Yb = next(self._stream())
-            Xq, Yq, xn, yn = Xb[:4], Yb[:4], "data's first batch X", 'y'
-        Xp, Yp = Xq[:2], Yq[:2]
-        m = len(Xp)
-        f = lambda X_: functional_call(self.model, (self._unflat(self._w), self._frozen), (X_,))
-        with torch.no_grad():
-            try: out = f(Xp)
-            except (RuntimeError, IndexError) as e:
-                raise ValueError(f"{'X' if self._src is None else 'data'}: the model cannot take inputs shaped "
-                                 f"{tuple(self._xshape)} (rows of shape {tuple(self._xshape[1:])}): a forward pass on "
-                                 f"{xn}[:{m}] failed with {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
-            self._check_output(out)
-            if bool(torch.isnan(out).any()):
-                raise ValueError(f"model: the output on {xn}[:{m}] contains NaN although {'X' if self._src is None else 'the inputs'} and the parameters are finite")
-            self._check_buffers()
-            self._check_targets(out)
-            l = self._loss_sum(out, Yp, m)
-            if not bool(torch.isfinite(l)):
-                raise ValueError(f"loss: evaluates to {float(l)} (NaN or Inf) on {xn}[:{m}], {yn}[:{m}], so the risk "
-                                 f"and its derivatives would be NaN/Inf (a log or division outside its domain?)")
-            self._check_function(f, out, Xq, Yq, xn)
-        self._check_twice_differentiable(Xq, Yq)
-
-    def _check_output(self, out):
-        "The model's output must be one real floating tensor (the loss takes it as it is)."
-        if not isinstance(out, torch.Tensor):
-            how = ("out['logits']" if isinstance(out, dict) else "out[0]" if isinstance(out, (tuple, list)) else
-                   "the tensor the loss takes")
-            raise TypeError(f"model: returns a {type(out).__name__}, not a tensor; Risk passes the model's output to the "
-                            f"loss as one tensor, so wrap the model in a module whose forward returns it, e.g. "
-                            f"class Head(nn.Module): __init__ stores self.net = model; forward(self, x): out = self.net(x); "
-                            f"return {how}")
-        if out.is_complex(): raise TypeError(f"model: returns complex output ({out.dtype}); the risk must be real")
-        if not out.is_floating_point(): raise TypeError(f"model: returns {out.dtype} output; expected a floating tensor")
-
-    def _check_buffers(self):
-        "Refuse a forward that changed one of the (copied) buffers in place."
-        fr = self._frozen
-        for k, v in self._bufver.items():
-            if fr[k]._version != v:
-                raise ValueError(f"model: its forward changes the buffer {k!r} in place, so each evaluation sees another "
-                                 f"model and the risk is not a function of (w, X); Risk evaluates on its own copy of the "
-                                 f"buffers (yours are untouched) and refuses such a model: update buffers only in train mode "
-                                 f"(`if self.training:`) and call model.eval()")
-
-    def _check_targets(self, out):
-        "Targets that fit the loss, all rows: class labels in [0, C) (C from the model output), ignore_index only where the reduction leaves it out (mean, sum); real floating targets for regression losses."
-        if self._rule is None: return
-        kind, name, ign = self._rule
-        yd, src = self._ydtype, self._src is not None
-        if kind == 'regression':
-            if not yd.is_floating_point:
-                raise TypeError(f"{'data' if src else 'Y'}: {name} is a regression loss and needs real floating targets, "
-                                f"got {yd} (class labels go with 'cross_entropy' / nn.CrossEntropyLoss; numbers: Y.to(X.dtype))")
-            yrows = tuple(self._spec[2]) if src else tuple(self._Y.shape[1:])
-            if self._loss is not _mse and yrows != tuple(out.shape[1:]):   # 'mse' reshapes Y to the output itself
-                raise ValueError(f"{'data' if src else 'Y'}: target rows of shape {yrows} against model output rows of "
-                                 f"shape {tuple(out.shape[1:])}: {name} would broadcast them (to all pairs of rows for "
-                                 f"(n,) against (n, 1)); reshape the targets to the output, e.g. Y.reshape(out.shape)")
-            return
-        if yd.is_floating_point and out.ndim >= 2 and len(self._spec[2] if src else self._Y.shape[1:]) == out.ndim - 2:
-            raise TypeError(f"{'data' if src else 'Y'}: {name} reads floating targets ({yd}) as class probabilities "
-                            f"shaped like the output {tuple(out.shape[1:])} per row, but these are shaped like class "
-                            f"labels; pass class labels as integers: Y.long()")
-        if yd.is_floating_point or out.ndim < 2: return   # class probabilities (soft labels): the loss checks their shape
-        C, ok = out.shape[1], self._kind in ('count', 'sum')
-        if not src:
-            bad = _bad_labels(self._Y, C, ign, ok)
-            if not bool(bad.any()): return
-            j = int(bad.reshape(-1).to(torch.uint8).argmax())
-            r = j//max(bad[0].numel(), 1)
-            where, lab = f"Y: row {r}", int(self._Y.reshape(-1)[j])
-        else:
-            hit = [i for i, lo, hi, has in self._ystats if lo < 0 or hi >= C or (has and not ok)]
-            if not hit: return
-            off = 0
-            for i, (_, Yb) in enumerate(self._raw_batches()):
-                if i == hit[0]:
-                    bad = _bad_labels(Yb, C, ign, ok)
-                    j = int(bad.reshape(-1).to(torch.uint8).argmax())
-                    r = j//max(bad[0].numel(), 1)
-                    where, lab = f"data: row {off + r} (batch {i}, row {r})", int(Yb.reshape(-1)[j])
-                    break
-                off += Yb.shape[0]
-        msg = f"{where} has the class label {lab}, outside [0, {C}) for the model's {C} outputs"
-        if ign is not None and lab == ign:
-            msg = (f"{where} has the label {lab}, {name}'s ignore_index, but with reduction={self.reduction!r} an ignored "
-                   f"row gets loss 0 and still counts in the mean's n; use reduction='mean' (torch's mean leaves ignored "
-                   f"rows out) or 'sum', or drop the row")
-        elif lab < 0 and ign is None:
-            msg += (f"; {name} has no ignore_index (the row would count in n with loss 0): drop the row, or use "
-                    f"nn.CrossEntropyLoss(ignore_index={lab}), whose mean leaves it out")
-        elif ign is not None:
-            msg += f" (and not {name}'s ignore_index={ign})"
-        raise ValueError(msg)
-
-    def _check_function(self, f, out2, Xp, Yp, xn):
-        "The output (and loss) on the probe rows Xp (up to 4) is a function of (w, x): evaluated again, and in two chunks, it agrees to rounding (4096 ulps of its largest entry: float32 reordering passes, random masks or batch statistics do not). `out2` is the output on Xp[:2], reused as the first chunk."
-        m, tol = Xp.shape[0], min(4096*torch.finfo(out2.dtype).eps, 0.05)
-        out = f(Xp)
+# %% ../nbs/05_risk.ipynb #28821095
+@patch
+def _probe(self: Risk):
+    "Checks on the first rows at construction, each error naming what to fix: the model takes X and returns a real tensor (2 rows); the targets fit the loss (every row); the loss is finite (2 rows); the model is a function of (w, x) (up to 4 rows): no buffer changed in place, and the same rows evaluated twice, or in two chunks, agree; the loss is twice differentiable."
+    if self._src is None: Xq, Yq, xn, yn = self._X[:4], self._Y[:4], 'X', 'Y'
+    else:
+        _, Xb, Yb = next(self._stream())
+        Xq, Yq, xn, yn = Xb[:4], Yb[:4], "data's first batch X", 'y'
+    Xp, Yp = Xq[:2], Yq[:2]
+    m = len(Xp)
+    f = lambda X_: functional_call(self.model, (self._unflat(self._w), self._frozen), (X_,))
+    with torch.no_grad():
+        try: out = f(Xp)
+        except (RuntimeError, IndexError) as e:
+            raise ValueError(f"{'X' if self._src is None else 'data'}: the model cannot take inputs shaped "
+                             f"{tuple(self._xshape)} (rows of shape {tuple(self._xshape[1:])}): a forward pass on "
+                             f"{xn}[:{m}] failed with {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+        self._check_output(out)
+        if bool(torch.isnan(out).any()):
+            raise ValueError(f"model: the output on {xn}[:{m}] contains NaN although {'X' if self._src is None else 'the inputs'} and the parameters are finite")
         self._check_buffers()
-        scale = float(out.abs().max()) if out.numel() else 0.
-        def differs(a, b, s): return bool((a - b).abs().max() > tol*s) if a.numel() else False
-        again = f(Xp)
-        self._check_buffers()
-        fix = (f"likely culprits: {_suspects(self.model)}; call model.eval() (or .eval() on that submodule) if it is in "
-               f"train mode; a forward that draws random numbers or uses batch statistics whatever the mode (e.g. "
-               f"F.dropout(x, training=True), torch.rand, F.batch_norm(..., training=True)) must be made deterministic")
-        if differs(again, out, scale):
-            raise ValueError(f"model: evaluated twice on the same rows {xn}[:{m}] it gives different outputs (max "
-                             f"difference {float((again - out).abs().max()):.3g}, largest output {scale:.3g}), so the "
-                             f"risk is not a function of (w, X): the model draws random numbers or keeps state; {fix}")
-        if m < 2: return
-        h = 2 if m > 2 else 1
-        try: split = torch.cat([out2 if h == 2 else f(Xp[:h]), f(Xp[h:])])
-        except (RuntimeError, ValueError) as e:
-            raise ValueError(f"model: a forward pass on {xn}[:{h}] and on {xn}[{h}:{m}] failed ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0] if str(e) else ''}) where one on {xn}[:{m}] did not: the output of a "
-                             f"row depends on the other rows evaluated with it; {fix}") from e
-        if differs(split, out, scale):
-            raise ValueError(f"model: {xn}[:{m}] evaluated in two chunks ({h} + {m - h} rows) gives other outputs than "
-                             f"in one (max difference {float((split - out).abs().max()):.3g}, largest output {scale:.3g}), "
-                             f"so a row's value depends on the rows that share its chunk (batch statistics) or on "
-                             f"randomness, and the risk is not a function of (w, X); {fix}")
-        l, l2 = self._loss_sum(out, Yp, m), self._loss_sum(out, Yp, m)
-        la, lb = self._loss_sum(out[:h], Yp[:h], h), self._loss_sum(out[h:], Yp[h:], m - h)
-        if abs(float(l2 - l)) > tol*abs(float(l)) or abs(float(la + lb - l)) > tol*(abs(float(la)) + abs(float(lb))):
-            raise ValueError(f"loss: on the same model output for {xn}[:{m}] it gives {float(l):.6g}, again "
-                             f"{float(l2):.6g}, and in two chunks {float(la + lb):.6g}: it is random or couples the rows "
-                             f"of a chunk (e.g. normalises by a batch statistic), so the chunked risk would not be what "
-                             f"the loss computes on all rows; give a per-example loss, or one whose mean/sum over rows "
-                             f"is exact")
+        self._check_targets(out)
+        l = self._loss_sum(out, Yp, m)
+        if not bool(torch.isfinite(l)):
+            raise ValueError(f"loss: evaluates to {float(l)} (NaN or Inf) on {xn}[:{m}], {yn}[:{m}], so the risk "
+                             f"and its derivatives would be NaN/Inf (a log or division outside its domain?)")
+        self._check_function(f, out, Xq, Yq, xn)
+    self._check_twice_differentiable(Xq, Yq)
 
-    def _check_twice_differentiable(self, Xp, Yp):
-        "Refuse a loss whose graph on the probe rows passes through a custom autograd.Function with a @once_differentiable backward (torch.func would return H V = 0 without an error), or through one whose H v disagrees with a difference of gradients (`_check_custom_backward`)."
-        with torch.enable_grad():
-            w = self._w.detach().requires_grad_()
-            once, custom = _custom_functions(self._fsum(w, Xp, Yp))
-        if once:
-            raise ValueError(f"model: the loss is not twice differentiable: its graph passes through the custom "
-                             f"autograd.Function {', '.join(once)}, whose backward is marked @once_differentiable, so "
-                             f"Hessian-vector products and J dX would be silently 0; write its backward in differentiable "
-                             f"torch operations without @once_differentiable (or give the Function a double backward)")
-        if custom: self._check_custom_backward(Xp, Yp, ', '.join(custom))
+@patch
+def _check_output(self: Risk, out):
+    "The model's output must be one real floating tensor (the loss takes it as it is)."
+    if not isinstance(out, torch.Tensor):
+        how = ("out['logits']" if isinstance(out, dict) else "out[0]" if isinstance(out, (tuple, list)) else
+               "the tensor the loss takes")
+        raise TypeError(f"model: returns a {type(out).__name__}, not a tensor; Risk passes the model's output to the "
+                        f"loss as one tensor, so wrap the model in a module whose forward returns it, e.g. "
+                        f"class Head(nn.Module): __init__ stores self.net = model; forward(self, x): out = self.net(x); "
+                        f"return {how}")
+    if out.is_complex(): raise TypeError(f"model: returns complex output ({out.dtype}); the risk must be real")
+    if not out.is_floating_point(): raise TypeError(f"model: returns {out.dtype} output; expected a floating tensor")
 
-    def _check_custom_backward(self, Xp, Yp, names):
-        "A graph through custom autograd.Functions (`names`): H v on the probe rows must agree with a central difference of the gradient, (g(w + hv) − g(w − hv))/2h, beyond that difference's own error (its change from step h to 2h)."
-        fix = (f"write the backward of {names} in differentiable torch operations on its inputs (not on .detach()ed "
-               f"tensors, numpy or .data), or mark it @once_differentiable (then Risk refuses it by that mark)")
-        w = self._w.detach()
-        v = torch.randn(w.shape, generator=torch.Generator().manual_seed(0), dtype=w.dtype).to(w.device)
-        v = v/v.abs().max()
-        g = lambda w_: fgrad(self._fsum)(w_, Xp, Yp)
-        try:
-            g0, gfn = vjp(g, w)
-            hv = gfn(v)[0]
-            h = torch.finfo(w.dtype).eps**(1/3)*max(1., float(w.abs().max()))
-            fd = [(g(w + s*v) - g(w - s*v))/(2*s) for s in (h, 2*h)]
-        except RuntimeError as e:
-            raise ValueError(f"model: the gradient or Hessian-vector product of the loss through the custom autograd."
-                             f"Function {names} fails under torch.func ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0] if str(e) else ''}); {fix}") from e
-        err, noise = float((hv - fd[0]).norm()), float((fd[0] - fd[1]).norm())
-        size = float(hv.norm()) + float(fd[0].norm())
-        floor = torch.finfo(w.dtype).eps**0.5*size + 16*torch.finfo(w.dtype).eps*float(g0.norm())/h
-        if err > 4*noise + floor:
-            raise ValueError(f"model: the loss is not twice differentiable as torch.func computes it: its graph passes "
-                             f"through the custom autograd.Function {names}, and on the probe rows H·v differs from a "
-                             f"central difference of the gradient by {err:.3g} (‖H·v‖ = {float(hv.norm()):.3g}, the "
-                             f"difference's own error ≈ {noise:.3g}), so Hessian-vector products and J dX would be "
-                             f"silently wrong; {fix}")
+@patch
+def _check_buffers(self: Risk):
+    "Refuse a forward that changed one of the (copied) buffers in place."
+    fr = self._frozen
+    for k, v in self._bufver.items():
+        if fr[k]._version != v:
+            raise ValueError(f"model: its forward changes the buffer {k!r} in place, so each evaluation sees another "
+                             f"model and the risk is not a function of (w, X); Risk evaluates on its own copy of the "
+                             f"buffers (yours are untouched) and refuses such a model: update buffers only in train mode "
+                             f"(`if self.training:`) and call model.eval()")
 
-    def _slices(self, n=None):
-        n = self.n if n is None else n
-        b = self.batch_size or n
-        return [slice(i, min(i + b, n)) for i in range(0, n, b)]
+# %% ../nbs/05_risk.ipynb #db2c5bd9
+@patch
+def _check_targets(self: Risk, out):
+    "Targets that fit the loss, all rows: class labels in [0, C) (C from the model output), ignore_index only where the reduction leaves it out (mean, sum); real floating targets for regression losses."
+    if self._rule is None: return
+    kind, name, ign = self._rule
+    yd, src = self._ydtype, self._src is not None
+    if kind == 'regression':
+        if not yd.is_floating_point:
+            raise TypeError(f"{'data' if src else 'Y'}: {name} is a regression loss and needs real floating targets, "
+                            f"got {yd} (class labels go with 'cross_entropy' / nn.CrossEntropyLoss; numbers: Y.to(X.dtype))")
+        yrows = tuple(self._spec[2]) if src else tuple(self._Y.shape[1:])
+        if self._loss is not _mse and yrows != tuple(out.shape[1:]):   # 'mse' reshapes Y to the output itself
+            raise ValueError(f"{'data' if src else 'Y'}: target rows of shape {yrows} against model output rows of "
+                             f"shape {tuple(out.shape[1:])}: {name} would broadcast them (to all pairs of rows for "
+                             f"(n,) against (n, 1)); reshape the targets to the output, e.g. Y.reshape(out.shape)")
+        return
+    if yd.is_floating_point and out.ndim >= 2 and len(self._spec[2] if src else self._Y.shape[1:]) == out.ndim - 2:
+        raise TypeError(f"{'data' if src else 'Y'}: {name} reads floating targets ({yd}) as class probabilities "
+                        f"shaped like the output {tuple(out.shape[1:])} per row, but these are shaped like class "
+                        f"labels; pass class labels as integers: Y.long()")
+    if yd.is_floating_point or out.ndim < 2: return   # class probabilities (soft labels): the loss checks their shape
+    C, ok = out.shape[1], self._kind in ('count', 'sum')
+    if not src:
+        bad = _bad_labels(self._Y, C, ign, ok)
+        if not bool(bad.any()): return
+        j = int(bad.reshape(-1).to(torch.uint8).argmax())
+        r = j//max(bad[0].numel(), 1)
+        where, lab = f"Y: row {r}", int(self._Y.reshape(-1)[j])
+    else:
+        hit = [i for i, lo, hi, has in self._ystats if lo < 0 or hi >= C or (has and not ok)]
+        if not hit: return
+        off = 0
+        for i, (_, Yb) in enumerate(self._raw_batches()):
+            if i == hit[0]:
+                bad = _bad_labels(Yb, C, ign, ok)
+                j = int(bad.reshape(-1).to(torch.uint8).argmax())
+                r = j//max(bad[0].numel(), 1)
+                where, lab = f"data: row {off + r} (batch {i}, row {r})", int(Yb.reshape(-1)[j])
+                break
+            off += Yb.shape[0]
+    msg = f"{where} has the class label {lab}, outside [0, {C}) for the model's {C} outputs"
+    if ign is not None and lab == ign:
+        msg = (f"{where} has the label {lab}, {name}'s ignore_index, but with reduction={self.reduction!r} an ignored "
+               f"row gets loss 0 and still counts in the mean's n; use reduction='mean' (torch's mean leaves ignored "
+               f"rows out) or 'sum', or drop the row")
+    elif lab < 0 and ign is None:
+        msg += (f"; {name} has no ignore_index (the row would count in n with loss 0): drop the row, or use "
+                f"nn.CrossEntropyLoss(ignore_index={lab}), whose mean leaves it out")
+    elif ign is not None:
+        msg += f" (and not {name}'s ignore_index={ign})"
+    raise ValueError(msg)
 
-    def _chunks(self, X=None, Y=None):
-        if X is None and self._src is not None: yield from self._stream(); return
-        if X is None: X, Y = self._X, self._Y
-        for s in self._slices(X.shape[0]): yield s, X[s], (None if Y is None else Y[s])
+# %% ../nbs/05_risk.ipynb #2c4f7e14
+@patch
+def _check_function(self: Risk, f, out2, Xp, Yp, xn):
+    "The output (and loss) on the probe rows Xp (up to 4) is a function of (w, x): evaluated again, and in two chunks, it agrees to rounding (4096 ulps of its largest entry: float32 reordering passes, random masks or batch statistics do not). `out2` is the output on Xp[:2], reused as the first chunk."
+    m, tol = Xp.shape[0], min(4096*torch.finfo(out2.dtype).eps, 0.05)
+    out = f(Xp)
+    self._check_buffers()
+    scale = float(out.abs().max()) if out.numel() else 0.
+    def differs(a, b, s): return bool((a - b).abs().max() > tol*s) if a.numel() else False
+    again = f(Xp)
+    self._check_buffers()
+    fix = (f"likely culprits: {_suspects(self.model)}; call model.eval() (or .eval() on that submodule) if it is in "
+           f"train mode; a forward that draws random numbers or uses batch statistics whatever the mode (e.g. "
+           f"F.dropout(x, training=True), torch.rand, F.batch_norm(..., training=True)) must be made deterministic")
+    if differs(again, out, scale):
+        raise ValueError(f"model: evaluated twice on the same rows {xn}[:{m}] it gives different outputs (max "
+                         f"difference {float((again - out).abs().max()):.3g}, largest output {scale:.3g}), so the "
+                         f"risk is not a function of (w, X): the model draws random numbers or keeps state; {fix}")
+    if m < 2: return
+    h = 2 if m > 2 else 1
+    try: split = torch.cat([out2 if h == 2 else f(Xp[:h]), f(Xp[h:])])
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"model: a forward pass on {xn}[:{h}] and on {xn}[{h}:{m}] failed ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}) where one on {xn}[:{m}] did not: the output of a "
+                         f"row depends on the other rows evaluated with it; {fix}") from e
+    if differs(split, out, scale):
+        raise ValueError(f"model: {xn}[:{m}] evaluated in two chunks ({h} + {m - h} rows) gives other outputs than "
+                         f"in one (max difference {float((split - out).abs().max()):.3g}, largest output {scale:.3g}), "
+                         f"so a row's value depends on the rows that share its chunk (batch statistics) or on "
+                         f"randomness, and the risk is not a function of (w, X); {fix}")
+    l, l2 = self._loss_sum(out, Yp, m), self._loss_sum(out, Yp, m)
+    la, lb = self._loss_sum(out[:h], Yp[:h], h), self._loss_sum(out[h:], Yp[h:], m - h)
+    if abs(float(l2 - l)) > tol*abs(float(l)) or abs(float(la + lb - l)) > tol*(abs(float(la)) + abs(float(lb))):
+        raise ValueError(f"loss: on the same model output for {xn}[:{m}] it gives {float(l):.6g}, again "
+                         f"{float(l2):.6g}, and in two chunks {float(la + lb):.6g}: it is random or couples the rows "
+                         f"of a chunk (e.g. normalises by a batch statistic), so the chunked risk would not be what "
+                         f"the loss computes on all rows; give a per-example loss, or one whose mean/sum over rows "
+                         f"is exact")
 
-    def _state(self):
-        if self.model is not None: check_eval_mode(self.model, self._stateful); self._check_buffers()
+# %% ../nbs/05_risk.ipynb #04fd8f87
+@patch
+def _check_twice_differentiable(self: Risk, Xp, Yp):
+    "Refuse a loss whose graph on the probe rows passes through a custom autograd.Function with a @once_differentiable backward (torch.func would return H V = 0 without an error), or through one whose H v disagrees with a difference of gradients (`_check_custom_backward`)."
+    with torch.enable_grad():
+        w = self._w.detach().requires_grad_()
+        once, custom = _custom_functions(self._fsum(w, Xp, Yp))
+    if once:
+        raise ValueError(f"model: the loss is not twice differentiable: its graph passes through the custom "
+                         f"autograd.Function {', '.join(once)}, whose backward is marked @once_differentiable, so "
+                         f"Hessian-vector products and J dX would be silently 0; write its backward in differentiable "
+                         f"torch operations without @once_differentiable (or give the Function a double backward)")
+    if custom: self._check_custom_backward(Xp, Yp, ', '.join(custom))
 
-    def _finite(self, out, vals, what, inputs=()):
-        "One check (one device sync) per call: the result `out` and every chunk's loss value in `vals` are finite; else name an unscanned input `(tensor, name)` in `inputs` that is NaN/Inf, or find and name the first bad row."
-        ok = torch.isfinite(out).all()
-        if len(vals): ok = ok & torch.isfinite(torch.stack([v.detach() for v in vals])).all()
-        if not bool(ok):
-            for t, name in inputs: check_tensor(t, name)
-            self._bad_row(what)
-        return out
+@patch
+def _check_custom_backward(self: Risk, Xp, Yp, names):
+    "A graph through custom autograd.Functions (`names`): H v on the probe rows must agree with a central difference of the gradient, (g(w + hv) − g(w − hv))/2h, beyond that difference's own error (its change from step h to 2h)."
+    fix = (f"write the backward of {names} in differentiable torch operations on its inputs (not on .detach()ed "
+           f"tensors, numpy or .data), or mark it @once_differentiable (then Risk refuses it by that mark)")
+    w = self._w.detach()
+    v = torch.randn(w.shape, generator=torch.Generator().manual_seed(0), dtype=w.dtype).to(w.device)
+    v = v/v.abs().max()
+    g = lambda w_: fgrad(self._fsum)(w_, Xp, Yp)
+    try:
+        g0, gfn = vjp(g, w)
+        hv = gfn(v)[0]
+        h = torch.finfo(w.dtype).eps**(1/3)*max(1., float(w.abs().max()))
+        fd = [(g(w + s*v) - g(w - s*v))/(2*s) for s in (h, 2*h)]
+    except RuntimeError as e:
+        raise ValueError(f"model: the gradient or Hessian-vector product of the loss through the custom autograd."
+                         f"Function {names} fails under torch.func ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}); {fix}") from e
+    err, noise = float((hv - fd[0]).norm()), float((fd[0] - fd[1]).norm())
+    size = float(hv.norm()) + float(fd[0].norm())
+    floor = torch.finfo(w.dtype).eps**0.5*size + 16*torch.finfo(w.dtype).eps*float(g0.norm())/h
+    if err > 4*noise + floor:
+        raise ValueError(f"model: the loss is not twice differentiable as torch.func computes it: its graph passes "
+                         f"through the custom autograd.Function {names}, and on the probe rows H·v differs from a "
+                         f"central difference of the gradient by {err:.3g} (‖H·v‖ = {float(hv.norm()):.3g}, the "
+                         f"difference's own error ≈ {noise:.3g}), so Hessian-vector products and J dX would be "
+                         f"silently wrong; {fix}")
 
-    def _bad_row(self, what):
-        "Called only when `what` came out NaN/Inf: find the first row whose loss, then whose gradient, is NaN/Inf, and raise naming it."
-        if self._fn is not None:
-            raise ValueError(f"fn: {what} is NaN or Inf at the stored (w, X): fn(params, X, Y) or its derivatives are "
-                             f"not finite there (a log or division outside its domain?)")
-        w = self._w
-        stages = (('loss', lambda Xc, Yc: self._fsum(w, Xc, Yc)), ('gradient', lambda Xc, Yc: fgrad(self._fsum)(w, Xc, Yc)))
-        for stage, f in stages:
-            with torch.set_grad_enabled(stage == 'gradient'):
-                for bi, (s, Xc, Yc) in enumerate(self._chunks()):
-                    if bool(torch.isfinite(f(Xc, Yc)).all()): continue
-                    for i in range(Xc.shape[0]):
-                        v = f(Xc[i:i + 1], Yc[i:i + 1])
-                        if bool(torch.isfinite(v).all()): continue
-                        r = s.start + i
-                        row = (f"row {r} (X[{r}], Y[{r}])" if self._src is None else
-                               f"row {r} of data (batch {bi}, row {i})")
-                        if stage == 'loss':
-                            raise ValueError(f"loss: is {float(v)} on {row}, so {what} would be NaN/Inf: the risk is "
-                                             f"not defined at (w, X); fix or drop that row (a log or division outside "
-                                             f"its domain, an invalid target?)")
-                        raise ValueError(f"loss: its gradient is NaN/Inf on {row} (the loss there is finite: "
-                                         f"{float(self._fsum(w, Xc[i:i + 1], Yc[i:i + 1])):.6g}), so {what} would be "
-                                         f"NaN/Inf; the loss is not differentiable there (sqrt or a norm at 0?): fix or "
-                                         f"drop that row")
-                    raise ValueError(f"loss: the {stage} of rows {s.start}..{s.stop - 1} together is NaN/Inf although "
-                                     f"each row alone is finite (overflow?), so {what} would be NaN/Inf; use float64 "
-                                     f"or a smaller batch_size")
-        raise ValueError(f"{what}: came out NaN or Inf although the loss and its gradient are finite on every row "
-                         f"(overflow in second derivatives, or a right-hand side too large?); rescale it or use float64")
+# %% ../nbs/05_risk.ipynb #2552123e
+@patch
+def _finite(self: Risk, out, vals, what, inputs=()):
+    "One check (one device sync) per call: the result `out` and every chunk's loss value in `vals` are finite; else name an unscanned input `(tensor, name)` in `inputs` that is NaN/Inf, or find and name the first bad row."
+    ok = torch.isfinite(out).all()
+    if len(vals): ok = ok & torch.isfinite(torch.stack([v.detach() for v in vals])).all()
+    if not bool(ok):
+        for t, name in inputs: check_tensor(t, name)
+        self._bad_row(what)
+    return out
 
-    def _cols_aux(self, f1, V, batched, in_dim=0, out_dim=0):
-        "As `_cols`, for an `f1` that returns (product, the chunk's loss value): returns (the products, the value)."
-        if not batched: return f1(V)
-        if self.vectorize:
-            out, val = vmap(f1, in_dims=in_dim, out_dims=(out_dim, 0))(V)
-            return out, val[0]
-        res = [f1(v) for v in V.unbind(in_dim)]
-        return torch.stack([r[0] for r in res], out_dim), res[0][1]
+@patch
+def _bad_row(self: Risk, what):
+    "Called only when `what` came out NaN/Inf: find the first row whose loss, then whose gradient, is NaN/Inf, and raise naming it."
+    if self._fn is not None:
+        raise ValueError(f"fn: {what} is NaN or Inf at the stored (w, X): fn(params, X, Y) or its derivatives are "
+                         f"not finite there (a log or division outside its domain?)")
+    w = self._w
+    stages = (('loss', lambda Xc, Yc: self._fsum(w, Xc, Yc)), ('gradient', lambda Xc, Yc: fgrad(self._fsum)(w, Xc, Yc)))
+    for stage, f in stages:
+        with torch.set_grad_enabled(stage == 'gradient'):
+            for bi, (s, Xc, Yc) in enumerate(self._chunks()):
+                if bool(torch.isfinite(f(Xc, Yc)).all()): continue
+                for i in range(Xc.shape[0]):
+                    v = f(Xc[i:i + 1], Yc[i:i + 1])
+                    if bool(torch.isfinite(v).all()): continue
+                    r = s.start + i
+                    row = (f"row {r} (X[{r}], Y[{r}])" if self._src is None else
+                           f"row {r} of data (batch {bi}, row {i})")
+                    if stage == 'loss':
+                        raise ValueError(f"loss: is {float(v)} on {row}, so {what} would be NaN/Inf: the risk is "
+                                         f"not defined at (w, X); fix or drop that row (a log or division outside "
+                                         f"its domain, an invalid target?)")
+                    raise ValueError(f"loss: its gradient is NaN/Inf on {row} (the loss there is finite: "
+                                     f"{float(self._fsum(w, Xc[i:i + 1], Yc[i:i + 1])):.6g}), so {what} would be "
+                                     f"NaN/Inf; the loss is not differentiable there (sqrt or a norm at 0?): fix or "
+                                     f"drop that row")
+                raise ValueError(f"loss: the {stage} of rows {s.start}..{s.stop - 1} together is NaN/Inf although "
+                                 f"each row alone is finite (overflow?), so {what} would be NaN/Inf; use float64 "
+                                 f"or a smaller batch_size")
+    raise ValueError(f"{what}: came out NaN or Inf although the loss and its gradient are finite on every row "
+                     f"(overflow in second derivatives, or a right-hand side too large?); rescale it or use float64")
 
-    def _cols(self, f1, V, batched, in_dim=0, out_dim=0):
-        "Apply the one-column product `f1` to V, or to each of its columns along `in_dim` (vmap or a loop)."
-        if not batched: return f1(V)
-        if self.vectorize: return vmap(f1, in_dims=in_dim, out_dims=out_dim)(V)
-        return torch.stack([f1(v) for v in V.unbind(in_dim)], out_dim)
+# %% ../nbs/05_risk.ipynb #5027e4db
+@patch
+def _cols_aux(self: Risk, f1, V, batched, in_dim=0, out_dim=0):
+    "As `_cols`, for an `f1` that returns (product, the chunk's loss value): returns (the products, the value)."
+    if not batched: return f1(V)
+    if self.vectorize:
+        out, val = vmap(f1, in_dims=in_dim, out_dims=(out_dim, 0))(V)
+        return out, val[0]
+    res = [f1(v) for v in V.unbind(in_dim)]
+    return torch.stack([r[0] for r in res], out_dim), res[0][1]
 
-    def _rhs(self, V, name):
-        "Validate a parameter-space right-hand side (p,) or (p, k); return it with k columns first."
-        check_is_tensor(V, name)
-        if V.ndim not in (1, 2) or V.shape[0] != self.p:
-            raise ValueError(f"{name}: expected shape ({self.p},) or ({self.p}, k), got {tuple(V.shape)}")
-        check_same(V, self._w, f'{name}, risk.w')
-        check_tensor(V, name)
-        return V if V.ndim == 1 else V.T
+@patch
+def _cols(self: Risk, f1, V, batched, in_dim=0, out_dim=0):
+    "Apply the one-column product `f1` to V, or to each of its columns along `in_dim` (vmap or a loop)."
+    if not batched: return f1(V)
+    if self.vectorize: return vmap(f1, in_dims=in_dim, out_dims=out_dim)(V)
+    return torch.stack([f1(v) for v in V.unbind(in_dim)], out_dim)
 
-    def _dx(self, dX, name='dX', rows=None):
-        "Validate ΔX shaped like X, or with `rows` (the length of idx) leading rows, plus an optional trailing batch axis."
-        check_is_tensor(dX, name)
-        xs = self._xshape if rows is None else torch.Size((rows,) + tuple(self._xshape[1:]))
-        if dX.shape != xs and (dX.ndim != len(xs) + 1 or dX.shape[:-1] != xs):
-            like = '(like X)' if rows is None else f'(one row per index in idx, rows shaped like X\'s)'
-            raise ValueError(f"{name}: expected shape {tuple(xs)} {like} or {tuple(xs)} + (k,), got {tuple(dX.shape)}")
-        if self._src is None: check_same(dX, self._X, f'{name}, X')
-        else: check_same(dX, self._w, f'{name}, parameters')   # streamed chunks of X are moved to the parameters' device
-        check_tensor(dX, name, nonempty=rows != 0)
-        return dX, dX.ndim == len(xs) + 1
+@patch
+def _rhs(self: Risk, V, name):
+    "Validate a parameter-space right-hand side (p,) or (p, k); return it with k columns first."
+    check_is_tensor(V, name)
+    if V.ndim not in (1, 2) or V.shape[0] != self.p:
+        raise ValueError(f"{name}: expected shape ({self.p},) or ({self.p}, k), got {tuple(V.shape)}")
+    check_same(V, self._w, f'{name}, risk.w')
+    check_tensor(V, name)
+    return V if V.ndim == 1 else V.T
+
+@patch
+def _dx(self: Risk, dX, name='dX', rows=None):
+    "Validate ΔX shaped like X, or with `rows` (the length of idx) leading rows, plus an optional trailing batch axis."
+    check_is_tensor(dX, name)
+    xs = self._xshape if rows is None else torch.Size((rows,) + tuple(self._xshape[1:]))
+    if dX.shape != xs and (dX.ndim != len(xs) + 1 or dX.shape[:-1] != xs):
+        like = '(like X)' if rows is None else f'(one row per index in idx, rows shaped like X\'s)'
+        raise ValueError(f"{name}: expected shape {tuple(xs)} {like} or {tuple(xs)} + (k,), got {tuple(dX.shape)}")
+    if self._src is None: check_same(dX, self._X, f'{name}, X')
+    else: check_same(dX, self._w, f'{name}, parameters')   # streamed chunks of X are moved to the parameters' device
+    check_tensor(dX, name, nonempty=rows != 0)
+    return dX, dX.ndim == len(xs) + 1
 
 # %% ../nbs/05_risk.ipynb #6e720549
 @patch
@@ -980,7 +1033,7 @@ def _hvp_trusted(self: Risk, V: torch.Tensor) -> torch.Tensor:
     self._state()
     return _tr(self._finite(*_hvp_sum(self, V if V.ndim == 1 else V.T), 'hvp(V)', inputs=((V, 'V'),)), V.ndim == 2)
 
-# %% ../nbs/05_risk.ipynb #8c3391f6
+# %% ../nbs/05_risk.ipynb #bd636e83
 def _jx_chunk(self: Risk, w, dXc, Xc, Yc, batched):
     "(J_c dX_c, the chunk's loss value) for one chunk."
     if self.hvp_mode == 'fwd_rev':
@@ -1021,6 +1074,7 @@ def jx(self: Risk, dX: torch.Tensor, # shaped like X (+ a trailing k axis); with
     out, vals = _sum_parts(_jx_chunk(self, self._w, dX[s], Xc, Yc, batched) for s, Xc, Yc in self._chunks(X, Y))
     return _tr(self._finite(out*self._scale, vals, 'jx(dX)'), batched)
 
+# %% ../nbs/05_risk.ipynb #53a65302
 def _zeros_p(self: Risk, dX, batched):
     return torch.zeros((self.p, dX.shape[-1]) if batched else (self.p,), dtype=self.dtype, device=self.device)
 

@@ -10,6 +10,7 @@ from typing import Callable
 import numpy as np
 import torch
 from tqdm import tqdm
+from fastcore.basics import patch
 from .core import check_tensor, check_same, check_positive, check_precision, doc_params
 from .linalg import LinearOperator, lanczos   # lanczos: re-exported, its home before issue 14
 
@@ -39,7 +40,7 @@ class KrylovInfo:
                 f"normres={f(self.normres)}, converged={self.converged.tolist()}, status={self.status!r}, "
                 f"reason={self.reason!r})")
 
-# %% ../nbs/06_krylov.ipynb #95b797b4
+# %% ../nbs/06_krylov.ipynb #f85ded70
 class _Op:
     "A dense matrix, a `LinearOperator` or a callable applied to (n, k) blocks; counts block products, checks what comes back."
     def __init__(self, A, name, ref, vec, rows=None, transpose=False):
@@ -88,6 +89,7 @@ class _Op:
         self.nonfinite = bad if self.nonfinite is None else self.nonfinite | bad
         return Y
 
+# %% ../nbs/06_krylov.ipynb #8d2dc267
 def _check_mat(A, name):
     "A matrix argument checked like `check_tensor`: a dense one as it is, a sparse one (any layout) as coalesced COO."
     if not isinstance(A, torch.Tensor) or A.layout == torch.strided: return check_tensor(A, name, ndim=2)
@@ -131,6 +133,7 @@ def _show_progress(progress) -> bool:
     try: return ip is not None and type(ip.get_ipython()).__name__ == 'ZMQInteractiveShell'
     except Exception: return False
 
+# %% ../nbs/06_krylov.ipynb #fbd67b5b
 def _rhs(b):
     "b as a (p, k) block and whether it was a vector."
     check_tensor(b, 'b', ndim=(1, 2))
@@ -162,6 +165,7 @@ def _options(rtol, atol, maxiter, n, dtype, damp=0., callback=None, time_budget=
         raise ValueError(f"maxiter: must be a positive integer (or None), got {maxiter!r}")
     return rtol, atol, maxiter, time_budget
 
+# %% ../nbs/06_krylov.ipynb #bd779938
 def _stack(rows, like):
     "History rows (device tensors, or host arrays from `minres`) as one (n, k) tensor on `like`'s device."
     if all(isinstance(r, (np.ndarray, np.generic)) for r in rows):
@@ -190,99 +194,134 @@ _REASONS = [(4, 'an operator product returned NaN or Inf (non-finite)'),
                 'tolerance (tolerance below the attainable accuracy in this precision)')]
 _STATUS = {4: 'nonfinite', 5: 'time_budget', 1: 'maxiter', 2: 'breakdown', 0: 'drift', 3: 'stagnated'}
 
-def _solve(solver, cycle, op, opT, B, X0, vec, rtol, atol, maxiter, warn, callback=None, damp=0., restarts=4,
-           time_budget=None, progress=None):
-    "Run `cycle` from x0, check true residuals, restart columns the recurrence misjudged (not from the rounding level); returns (x, info)."
-    t0 = time.perf_counter()
-    deadline = None if time_budget is None else t0 + time_budget
-    k = B.shape[1]
-    # solve with b/s, x0/s (s: a power of two near max|b| per column, so the scaling is exact) and return s·x:
-    # a huge b (‖b‖² overflowing) or a tiny one (underflowing) solves like a moderate one
-    s = _scale(B); B = B/s; atol0, atol = atol, atol/s
-    if X0 is not None: X0 = X0/s
-    if callback is not None: cb0 = callback; callback = lambda X: cb0(X*s)
-    if X0 is None: R = B; ATR = opT(B); X = torch.zeros_like(ATR); nATb = _nrm(ATR)
-    else: X = X0.clone(); R = B - op(X0); ATR = opT(R); nATb = _nrm(opT(B))
-    nb, rn, arn = _nrm(B), _nrm(R), _nrm(ATR)
-    # rtol is relative to ‖b‖ and ‖Aᵀb‖; where those are 0 (b = 0 with a start x0), to the start's ‖r0‖, ‖Aᵀr0‖
-    ref_r, ref_ar = torch.where(nb > 0, nb, rn), torch.where(nATb > 0, nATb, arn)
-    tol_r, tol_ar = atol + rtol*ref_r, atol + rtol*ref_ar
-    mv = lambda: op.count + (opT.count if opT is not op else 0)
-    hist = ([], [], [])
-    bar = tqdm(total=maxiter, desc=solver, unit='it', disable=not _show_progress(progress), leave=False, dynamic_ncols=True)
-    shown = [t0]
-    def step():                                        # once per iteration: the bar; True when the time budget is spent
-        now = time.perf_counter()
-        if not bar.disable:
-            bar.update(1)
-            if now - shown[0] >= 0.5 and hist[2]:      # the estimate ‖Aᵀr‖/‖Aᵀb‖ of the worst active column, twice a second
-                rel = torch.as_tensor(hist[2][-1], device=B.device)*_inv(ref_ar); rel = rel[torch.isfinite(rel)]
-                if rel.numel(): bar.set_postfix_str(f"‖Aᵀr‖/‖Aᵀb‖≈{float(rel.max()):.1e} (rtol {rtol:.0e})", refresh=False)
-                shown[0] = now
-        return deadline is not None and now >= deadline
-    stop = torch.zeros(k, dtype=torch.long, device=B.device)   # 0 recurrence converged, 1 maxiter, 2 breakdown, 3 exhausted, 5 time
-    nonfinite = torch.zeros(k, dtype=torch.bool, device=B.device)   # an operator product or a true residual met NaN/Inf (4)
-    def seen_nonfinite(*norms):                        # NaN/Inf from the products so far, or in these residual norms
-        for o in (op, opT):
-            if o.nonfinite is not None: nonfinite.logical_or_(o.nonfinite)
-        for t in norms: nonfinite.logical_or_(~torch.isfinite(t))
-    allowed = torch.ones(k, dtype=torch.bool, device=B.device)
-    its, last_arn, restarted = 0, None, [False]
-    by_r = solver != 'minres' and not damp
-    def keep(best, X, rn, arn, mask=None):             # the best truly checked iterate so far, per column
-        ok, okb = (arn <= tol_ar) | (rn <= tol_r), (best[2] <= tol_ar) | (best[1] <= tol_r)
-        # an iterate of a restart must halve ‖Aᵀr‖: below that, a restart only adds rounding noise, which
-        # the recurrence can blow up along ker A (the minimum-norm part would be lost for no gain)
-        # compared in what the method minimises: ‖r‖ for lsqr/cgls (their ‖Aᵀr‖ may grow on the way), ‖Ar‖ for minres
-        new_, old_ = (rn, best[1]) if by_r else (arn, best[2])
-        gain = new_ < (0.5 if restarted[0] else 1.)*old_
-        better = (ok & ~okb) | ((ok == okb) & gain)
-        if mask is not None: better = better & mask
-        return tuple(torch.where(better, new, old) for new, old in zip((X, rn, arn), best))
-    best, cache = (X, rn, arn), [None]                 # the start
-    def check(Xc, mask):                               # true residual norms of Xc (two products)
-        nonlocal best
-        Rc = B - op(Xc); ATRc = opT(Rc)
-        if damp: ATRc = ATRc - damp**2*(Xc if X0 is None else Xc - X0)
-        rc, arc = _nrm(Rc), _nrm(ATRc)
-        seen_nonfinite(rc, arc)
-        best = keep(best, Xc, rc, arc, mask); cache[0] = (Xc, Rc, ATRc)
-        return rc, arc
+# %% ../nbs/06_krylov.ipynb #6c9fc588
+class _Solve:
+    "One solve for `_solve`: the scaled problem, its tolerances, the history and progress bar, the best checked iterate."
+    def __init__(self, solver, op, opT, B, X0, rtol, atol, maxiter, damp, callback, time_budget, progress):
+        self.t0 = time.perf_counter()
+        self.deadline = None if time_budget is None else self.t0 + time_budget
+        self.solver, self.op, self.opT, self.rtol, self.damp, self.time_budget = solver, op, opT, rtol, damp, time_budget
+        self.k = B.shape[1]
+        # solve with b/s, x0/s (s: a power of two near max|b| per column, so the scaling is exact) and return s·x:
+        # a huge b (‖b‖² overflowing) or a tiny one (underflowing) solves like a moderate one
+        s = self.s = _scale(B); B = self.B = B/s; self.atol0, atol = atol, atol/s
+        if X0 is not None: X0 = X0/s
+        self.X0 = X0
+        if callback is not None: cb0 = callback; callback = lambda X: cb0(X*s)
+        self.callback = callback
+        if X0 is None: R = B; ATR = opT(B); X = torch.zeros_like(ATR); nATb = _nrm(ATR)
+        else: X = X0.clone(); R = B - op(X0); ATR = opT(R); nATb = _nrm(opT(B))
+        self.X, self.R, self.ATR = X, R, ATR
+        nb, rn, arn = _nrm(B), _nrm(R), _nrm(ATR)
+        # rtol is relative to ‖b‖ and ‖Aᵀb‖; where those are 0 (b = 0 with a start x0), to the start's ‖r0‖, ‖Aᵀr0‖
+        self.ref_r, self.ref_ar = torch.where(nb > 0, nb, rn), torch.where(nATb > 0, nATb, arn)
+        self.tol_r, self.tol_ar = atol + rtol*self.ref_r, atol + rtol*self.ref_ar
+        self.hist = ([], [], [])
+        self.bar = tqdm(total=maxiter, desc=solver, unit='it', disable=not _show_progress(progress), leave=False, dynamic_ncols=True)
+        self.shown = self.t0
+        self.nonfinite = torch.zeros(self.k, dtype=torch.bool, device=B.device)   # a product or a true residual met NaN/Inf (4)
+        self.by_r = solver != 'minres' and not damp
+        self.restarted = False
+        self.best, self.cache = (X, rn, arn), None                   # the start
+
+    def mv(self):
+        "Block products so far (A and Aᵀ)."
+        return self.op.count + (self.opT.count if self.opT is not self.op else 0)
+
+# %% ../nbs/06_krylov.ipynb #02beb528
+@patch
+def step(self: _Solve):
+    "Once per iteration: the progress bar; True when the time budget is spent."
+    now = time.perf_counter()
+    if not self.bar.disable:
+        self.bar.update(1)
+        if now - self.shown >= 0.5 and self.hist[2]:      # the estimate ‖Aᵀr‖/‖Aᵀb‖ of the worst active column, twice a second
+            rel = torch.as_tensor(self.hist[2][-1], device=self.B.device)*_inv(self.ref_ar); rel = rel[torch.isfinite(rel)]
+            if rel.numel(): self.bar.set_postfix_str(f"‖Aᵀr‖/‖Aᵀb‖≈{float(rel.max()):.1e} (rtol {self.rtol:.0e})", refresh=False)
+            self.shown = now
+    return self.deadline is not None and now >= self.deadline
+
+@patch
+def seen_nonfinite(self: _Solve, *norms):
+    "Record NaN/Inf from the products so far, or in these residual norms."
+    for o in (self.op, self.opT):
+        if o.nonfinite is not None: self.nonfinite.logical_or_(o.nonfinite)
+    for t in norms: self.nonfinite.logical_or_(~torch.isfinite(t))
+
+@patch
+def keep(self: _Solve, best, X, rn, arn, mask=None):
+    "The best truly checked iterate so far, per column."
+    ok, okb = (arn <= self.tol_ar) | (rn <= self.tol_r), (best[2] <= self.tol_ar) | (best[1] <= self.tol_r)
+    # an iterate of a restart must halve ‖Aᵀr‖: below that, a restart only adds rounding noise, which
+    # the recurrence can blow up along ker A (the minimum-norm part would be lost for no gain)
+    # compared in what the method minimises: ‖r‖ for lsqr/cgls (their ‖Aᵀr‖ may grow on the way), ‖Ar‖ for minres
+    new_, old_ = (rn, best[1]) if self.by_r else (arn, best[2])
+    gain = new_ < (0.5 if self.restarted else 1.)*old_
+    better = (ok & ~okb) | ((ok == okb) & gain)
+    if mask is not None: better = better & mask
+    return tuple(torch.where(better, new, old) for new, old in zip((X, rn, arn), best))
+
+@patch
+def check(self: _Solve, Xc, mask):
+    "True residual norms of Xc (two products); Xc competes for the best iterate in the columns `mask`."
+    Rc = self.B - self.op(Xc); ATRc = self.opT(Rc)
+    if self.damp: ATRc = ATRc - self.damp**2*(Xc if self.X0 is None else Xc - self.X0)
+    rc, arc = _nrm(Rc), _nrm(ATRc)
+    self.seen_nonfinite(rc, arc)
+    self.best = self.keep(self.best, Xc, rc, arc, mask); self.cache = (Xc, Rc, ATRc)
+    return rc, arc
+
+# %% ../nbs/06_krylov.ipynb #a893be8e
+@patch
+def run(self: _Solve, cycle, maxiter, restarts):
+    "Cycles of `cycle` from the start, restarted (at most `restarts` times) where the true residual says the last one helped: (stop code per column, iterations)."
+    X, R, ATR, k, dev = self.X, self.R, self.ATR, self.k, self.B.device
+    stop = torch.zeros(k, dtype=torch.long, device=dev)   # 0 recurrence converged, 1 maxiter, 2 breakdown, 3 exhausted, 5 time
+    allowed = torch.ones(k, dtype=torch.bool, device=dev)
+    its, last_arn = 0, None
     for cyc in range(restarts + 1):
         rn, arn = _nrm(R), _nrm(ATR)
-        seen_nonfinite(rn, arn)
-        if cyc: best = keep(best, X, rn, arn)          # the result of the last cycle (the start is best already)
-        conv = (arn <= tol_ar) | (rn <= tol_r)
+        self.seen_nonfinite(rn, arn)
+        if cyc: self.best = self.keep(self.best, X, rn, arn)   # the result of the last cycle (the start is best already)
+        conv = (arn <= self.tol_ar) | (rn <= self.tol_r)
         if last_arn is not None:                       # restart only where the last cycle helped
-            allowed = allowed & ((stop == 0) | (stop == 3)) & (arn <= 0.5*last_arn) & (damp == 0) & ~nonfinite
+            allowed = allowed & ((stop == 0) | (stop == 3)) & (arn <= 0.5*last_arn) & (self.damp == 0) & ~self.nonfinite
         todo = ~conv & allowed
-        late = deadline is not None and time.perf_counter() >= deadline
+        late = self.deadline is not None and time.perf_counter() >= self.deadline
         if late: stop = torch.where(todo, 5, stop)     # would have been (re)started: out of time
         if not bool(todo.any()) or its >= maxiter or late: break
-        restarted[0] = cyc > 0
-        X, used, st = cycle(X, R, ATR, ~todo, maxiter - its, hist, tol_r, tol_ar, mv, callback, check, step)
+        self.restarted = cyc > 0
+        X, used, st = cycle(X, R, ATR, ~todo, maxiter - its, self.hist, self.tol_r, self.tol_ar, self.mv, self.callback,
+                            self.check, self.step)
         its += used
         stop = torch.where(todo, st, stop)
         last_arn = arn
         if used == 0: continue                         # nothing moved (all columns stopped at the start)
-        if cache[0] is not None and cache[0][0] is X: R, ATR = cache[0][1:]   # checked already
+        if self.cache is not None and self.cache[0] is X: R, ATR = self.cache[1:]   # checked already
         else:
-            R = B - op(X)                              # the true residuals of the returned x
-            ATR = opT(R)
-            if damp: ATR = ATR - damp**2*(X if X0 is None else X - X0)
+            R = self.B - self.op(X)                    # the true residuals of the returned x
+            ATR = self.opT(R)
+            if self.damp: ATR = ATR - self.damp**2*(X if self.X0 is None else X - self.X0)
     else:
         rn, arn = _nrm(R), _nrm(ATR)
-        seen_nonfinite(rn, arn)
-        best = keep(best, X, rn, arn)
-    seen_nonfinite()
-    X, rn, arn = best                                  # never return an iterate worse than one already checked
-    conv = ((arn <= tol_ar) | (rn <= tol_r)) & ~nonfinite   # a NaN/Inf product: no convergence claimed
+        self.seen_nonfinite(rn, arn)
+        self.best = self.keep(self.best, X, rn, arn)
+    self.seen_nonfinite()
+    return stop, its
+
+# %% ../nbs/06_krylov.ipynb #c003299b
+@patch
+def finish(self: _Solve, stop, its, vec, warn):
+    "(x, KrylovInfo): the best checked iterate, scaled back, and its record; a `RuntimeWarning` for unconverged columns."
+    X, rn, arn = self.best                             # never return an iterate worse than one already checked
+    k, s, B, nonfinite, rtol = self.k, self.s, self.B, self.nonfinite, self.rtol
+    conv = ((arn <= self.tol_ar) | (rn <= self.tol_r)) & ~nonfinite   # a NaN/Inf product: no convergence claimed
     bad = ~conv
     stop = torch.where(nonfinite, 4, stop)             # a NaN/Inf product outranks what the recurrence said
-    bar.close()
-    secs = time.perf_counter() - t0
-    rel_r, rel_ar = rn*_inv(ref_r), arn*_inv(ref_ar)
-    rel_r, rel_ar = torch.where(ref_r > 0, rel_r, rn), torch.where(ref_ar > 0, rel_ar, arn)   # 0/0: the absolute value
+    self.bar.close()
+    secs = time.perf_counter() - self.t0
+    rel_r, rel_ar = rn*_inv(self.ref_r), arn*_inv(self.ref_ar)
+    rel_r, rel_ar = torch.where(self.ref_r > 0, rel_r, rn), torch.where(self.ref_ar > 0, rel_ar, arn)   # 0/0: the absolute value
     status = 'converged'
     if not bool(bad.any()): reason = 'converged'
     else:
@@ -290,26 +329,35 @@ def _solve(solver, cycle, op, opT, B, X0, vec, rtol, atol, maxiter, warn, callba
         for code, msg in _REASONS:
             nb = int((bad & (stop == code)).sum())
             if nb:
-                parts.append(f"{msg.format(budget=time_budget)} ({nb} column{'s'*(nb > 1)})")
+                parts.append(f"{msg.format(budget=self.time_budget)} ({nb} column{'s'*(nb > 1)})")
                 if status == 'converged': status = _STATUS[code]
         reason = '; '.join(parts)
-        if warn:
+        if warn:                                       # stacklevel 4: finish ← _solve ← the solver ← its caller
             nbad, worst = int(bad.sum()), lambda t: float(t[bad].max())
-            warnings.warn(f"{solver}: {nbad} of {k} column{'s'*(k > 1)} did not converge after {its} iterations "
-                          f"({mv()} products): {reason}. Reached ‖Aᵀr‖/‖Aᵀb‖ = {worst(rel_ar):.2e} and "
+            warnings.warn(f"{self.solver}: {nbad} of {k} column{'s'*(k > 1)} did not converge after {its} iterations "
+                          f"({self.mv()} products): {reason}. Reached ‖Aᵀr‖/‖Aᵀb‖ = {worst(rel_ar):.2e} and "
                           f"‖r‖/‖b‖ = {worst(rel_r):.2e}{' (the largest over those columns)' if nbad > 1 else ''}; "
-                          f"the tolerance is rtol = {rtol:.2g}{f', atol = {atol0:.2g}' if atol0 else ''}. "
+                          f"the tolerance is rtol = {rtol:.2g}{f', atol = {self.atol0:.2g}' if self.atol0 else ''}. "
                           "The returned x is the best checked iterate; raise maxiter/time_budget or rtol",
-                          RuntimeWarning, stacklevel=3)
+                          RuntimeWarning, stacklevel=4)
     sq = (lambda t: t[..., 0]) if vec else (lambda t: t)
+    hist = self.hist
     history = {'matvecs': torch.tensor(hist[0], dtype=torch.long),
                'resnorm': sq(_stack(hist[1], B)) if hist[1] else B.new_zeros((0,) if vec else (0, k)),
                'normres': sq(_stack(hist[2], B)) if hist[2] else B.new_zeros((0,) if vec else (0, k))}
     history['resnorm'], history['normres'] = history['resnorm']*sq(s), history['normres']*sq(s)
-    info = KrylovInfo(its, mv(), sq(rn*s), sq(arn*s), sq(conv), reason, history, seconds=secs, status=status, rtol=rtol,
+    info = KrylovInfo(its, self.mv(), sq(rn*s), sq(arn*s), sq(conv), reason, history, seconds=secs, status=status, rtol=rtol,
                       rel_normres=sq(rel_ar), rel_resnorm=sq(rel_r))
     return sq(X*s), info
 
+def _solve(solver, cycle, op, opT, B, X0, vec, rtol, atol, maxiter, warn, callback=None, damp=0., restarts=4,
+           time_budget=None, progress=None):
+    "Run `cycle` from x0, check true residuals, restart columns the recurrence misjudged (not from the rounding level); returns (x, info)."
+    S = _Solve(solver, op, opT, B, X0, rtol, atol, maxiter, damp, callback, time_budget, progress)
+    stop, its = S.run(cycle, maxiter, restarts)
+    return S.finish(stop, its, vec, warn)
+
+# %% ../nbs/06_krylov.ipynb #60282a51
 _default_rtol, _lanczos = default_rtol, lanczos   # their names before issue 14 (still imported elsewhere)
 
 # %% ../nbs/06_krylov.ipynb #b7c2e4a1
@@ -340,114 +388,150 @@ def _dev(a, like):
     return t if t.device == like.device else t.to(like.device, non_blocking=True)
 
 
-# %% ../nbs/06_krylov.ipynb #c1afc877
-def _mres_cycle(op, B):
-    """One range-restricted minimal-normal-residual cycle (see above) as a function for `_solve`. The vectors stay on
-    B's device; the per-column scalars of the recurrence (α, β, reflectors, estimates) live on the host, fetched in one
-    transfer per iteration: the stopping test's synchronisation is the only one."""
-    seen = [None]                                          # the ‖A‖ estimate, carried over restarts
-    def cycle(X, R0, U, frozen, maxiter, hist, tol_r, tol_ar, mv, callback, check, step):
-        k, nd = B.shape[1], _NP[B.dtype]
-        sc = (lambda a: a[0]) if k == 1 else (lambda a: a)   # one column: numpy scalars, else (k,) arrays
-        eps = torch.finfo(B.dtype).eps
-        beta1, r0n, tol_r, tol_ar, frozen = map(sc, _host(_nrm(U), _nrm(R0), tol_r, tol_ar, frozen.to(B.dtype)))
-        done, nan, z = frozen > 0, sc(np.full(k, np.nan, nd)), sc(np.zeros(k, nd))   # U = A r0 ∈ range(A): the Lanczos start
-        stop = sc(np.zeros(k, np.int64))
-        Anorm = z.copy() if seen[0] is None else seen[0]
-        floor = 10*eps*r0n                                 # × ‖A‖: ‖A r‖ at the rounding level of ‖A‖‖r‖
-        low = ~done & (beta1 <= floor*Anorm)               # a restart from the rounding level: nothing to gain
-        stop = _where(low, 3, stop); done = done | low
-        V = U*_dev(_ninv(beta1)*~done, B); Vprev = torch.zeros_like(B)
-        al, bt = {}, {1: z}                                # α_j, β_j of T (β_1 is not part of T), host
-        rot = {}                                           # per column m: reflectors (c, s) on rows (m+1, m+2) and (m, m+1)
-        fa, fb = beta1.copy(), z.copy()                    # the two unfinished components of Q (β1 e1)
-        Ds = {}                                            # the last four direction vectors d_i (device)
-        trusted = beta1.copy()                             # the last true ‖A r‖
-        pending, age = sc(np.zeros(k, bool)), sc(np.zeros(k, np.int64))
-        hist[0].append(mv()); hist[1].append(np.where(done, nan, r0n)); hist[2].append(np.where(done, nan, beta1))
-        g = lambda L, i: L.get(i, z)
+# %% ../nbs/06_krylov.ipynb #ffa34330
+class _MresCycle:
+    """One range-restricted minimal-normal-residual cycle (see above), called by `_solve` once per (re)start. The vectors
+    stay on B's device; the per-column scalars of the recurrence (α, β, reflectors, estimates) live on the host, fetched
+    in one transfer per iteration: the stopping test's synchronisation is the only one."""
+    def __init__(self, op, B): self.op, self.B, self.seen = op, B, None   # seen: the ‖A‖ estimate, carried over restarts
 
-        def column(m, act):                                # QR step for column m of M = T_{m+1} T_m (host part)
-            nonlocal fa, fb
-            y = {m-4: z, m-3: z, m-2: g(bt, m)*g(bt, m-1), m-1: g(bt, m)*(g(al, m-1) + g(al, m)),
-                 m: g(bt, m)**2 + g(al, m)**2 + g(bt, m+1)**2,
-                 m+1: g(bt, m+1)*(g(al, m) + g(al, m+1)), m+2: g(bt, m+1)*g(bt, m+2)}
-            for i in range(max(1, m-4), m):                # earlier reflectors, in order
-                (ca, sa), (cb, sb) = rot[i]
-                y[i+1], y[i+2] = _apply(ca, sa, y[i+1], y[i+2])
-                y[i], y[i+1] = _apply(cb, sb, y[i], y[i+1])
-            ca, sa, y[m+1] = _refl(y[m+1], y[m+2])         # zero row m+2, then row m+1
-            cb, sb, rmm = _refl(y[m], y[m+1])
-            rot[m] = ((ca, sa), (cb, sb)); rot.pop(m-4, None)
-            tau, fa = _apply(cb, sb, fa, ca*fb)            # rhs: rows (m+1, m+2), then (m, m+1)
-            fb = sa*fb
-            bad = act & ~(rmm > 0)
-            ks = list(range(max(1, m-4), m))
-            coef = np.stack([y[i] for i in ks] + [_ninv(rmm), _where(act & ~bad, tau, z)])
-            return bad, np.hypot(fa, fb), ks, coef         # ‖A r_m‖
-
-        def update(m, vm, ks, coef):                       # x_m = x_{m−1} + τ d_m (device part)
-            nonlocal X
-            c = _dev(coef, B)
-            D = vm
-            for n, i in enumerate(ks): D = D - c[n]*Ds[i]
-            D = D*c[-2]
-            Ds[m] = D; Ds.pop(m-4, None)
-            X = X + c[-1]*D
-
-        its, btj = 0, None
+    def __call__(self, X, R0, U, frozen, maxiter, hist, tol_r, tol_ar, mv, callback, check, step):
+        self.start(X, R0, U, frozen, hist, tol_r, tol_ar, mv)
+        its = 0
         for j in range(1, maxiter + 1):
-            if done.all(): break
+            if self.done.all(): break
             its = j
-            op.lazy = True; W = op(V); op.lazy = False    # NaN/Inf in a product shows in α, β: watched below
-            if btj is not None: W = W - btj*Vprev          # Lanczos: A v_j − β_j v_{j−1}
-            a = _dot(V, W); W = W - a*V
-            bn = _nrm(W)
-            ha, hb = map(sc, _host(a, bn))                 # the iteration's one synchronisation
-            al[j], bt[j+1] = ha, hb
-            Anorm = np.maximum(Anorm, np.sqrt(ha**2 + g(bt, j)**2 + hb**2))
-            brk = ~done & ~(np.isfinite(ha) & np.isfinite(hb))
-            if brk.any(): op._watch(*op.last)              # was it the product (status 'nonfinite')?
-            stop = _where(brk, 2, stop); done = done | brk
-            exh = ~done & (hb <= 10*eps*Anorm)             # invariant Krylov space: finish exactly below
-            if j >= 2:
-                act = ~done
-                bad, arn, ks, coef = column(j - 1, act)    # x_{j−1} and its ‖A r‖
-                update(j - 1, Vprev, ks, coef)
-                hist[0].append(mv()); hist[1].append(nan); hist[2].append(np.where(act, arn, nan))
-                stop = _where(bad, 2, stop); done = done | bad
-                pending = pending | (act & (arn > tol_ar) & (arn <= 0.1*trusted))
-                age = _where(pending, age + 1, 0)
-                npend = int(pending.sum())
-                if npend and (4*npend >= int(act.sum()) or int(age.max()) > 10):   # verify a decade of estimated progress
-                    rt, art = map(sc, _host(*check(X, _dev(pending, B))))   # two block products for all columns
-                    off = pending & (art > 2*arn) & (rt > tol_r)    # the recurrence has drifted from the truth
-                    done = done | off | (pending & ((art <= tol_ar) | (rt <= tol_r)))
-                    trusted = _where(pending, art, trusted)
-                    pending = pending & False
-                done = done | (act & (arn <= tol_ar))
-                stag = act & ~done & (arn <= floor*Anorm)  # the estimate at the rounding level: going on only
-                stop = _where(stag, 3, stop); done = done | stag        # adds noise (along ker A, too)
-            if exh.any():                                  # last column with α_{j+1} = β_{j+1} = β_{j+2} = 0
-                act = exh & ~done
-                keep = (al.get(j+1), bt[j+1])
-                al[j+1], bt[j+1] = z, _where(exh, z, hb)
-                bad, arn, ks, coef = column(j, act)
-                update(j, V, ks, coef)
-                al.pop(j+1); bt[j+1] = keep[1]
-                stop = _where(act & ~(arn <= tol_ar), 3, stop)
-                stop = _where(bad, 2, stop); done = done | act
-            if callback is not None: callback(X)
-            nxt = _dev(np.stack([_ninv(hb)*~done, hb]), B)   # 1/β_{j+1} (0 on finished columns), β_{j+1}
-            Vprev, V, btj = V, W*nxt[0], nxt[1]
-            al.pop(j-5, None); bt.pop(j-5, None)
+            exh = self.lanczos_step(j)
+            if j >= 2: self.advance(j, check)
+            if exh.any(): self.exhausted(j, exh)
+            if callback is not None: callback(self.X)
+            self.next_vector(j)
             if step():                                      # the time budget is spent
-                stop = _where(done, stop, 5); done = done | True
+                self.stop = _where(self.done, self.stop, 5); self.done = self.done | True
                 break
-        seen[0] = Anorm
-        return X, its, _dev(np.where(done, stop, 1), B)
-    return cycle
+        self.seen = self.Anorm
+        return self.X, its, _dev(np.where(self.done, self.stop, 1), self.B)
 
+    def g(self, L, i): return L.get(i, self.z)             # α_i or β_i, 0 outside the stored window
+
+# %% ../nbs/06_krylov.ipynb #ea829ba8
+@patch
+def start(self: _MresCycle, X, R0, U, frozen, hist, tol_r, tol_ar, mv):
+    "The state of a cycle from x (residual R0, U = A r0 ∈ range(A): the Lanczos start); columns `frozen` stay put."
+    B = self.B
+    k, nd = B.shape[1], _NP[B.dtype]
+    sc = self.sc = (lambda a: a[0]) if k == 1 else (lambda a: a)   # one column: numpy scalars, else (k,) arrays
+    self.eps = torch.finfo(B.dtype).eps
+    beta1, r0n, self.tol_r, self.tol_ar, frozen = map(sc, _host(_nrm(U), _nrm(R0), tol_r, tol_ar, frozen.to(B.dtype)))
+    self.done, self.nan, z = frozen > 0, sc(np.full(k, np.nan, nd)), sc(np.zeros(k, nd))
+    self.z, self.stop = z, sc(np.zeros(k, np.int64))
+    self.Anorm = z.copy() if self.seen is None else self.seen
+    self.floor = 10*self.eps*r0n                           # × ‖A‖: ‖A r‖ at the rounding level of ‖A‖‖r‖
+    low = ~self.done & (beta1 <= self.floor*self.Anorm)    # a restart from the rounding level: nothing to gain
+    self.stop = _where(low, 3, self.stop); self.done = self.done | low
+    self.V = U*_dev(_ninv(beta1)*~self.done, B); self.Vprev = torch.zeros_like(B)
+    self.al, self.bt = {}, {1: z}                          # α_j, β_j of T (β_1 is not part of T), host
+    self.rot = {}                                          # per column m: reflectors (c, s) on rows (m+1, m+2) and (m, m+1)
+    self.fa, self.fb = beta1.copy(), z.copy()              # the two unfinished components of Q (β1 e1)
+    self.Ds = {}                                           # the last four direction vectors d_i (device)
+    self.trusted = beta1.copy()                            # the last true ‖A r‖
+    self.pending, self.age = sc(np.zeros(k, bool)), sc(np.zeros(k, np.int64))
+    self.X, self.hist, self.mv, self.btj = X, hist, mv, None
+    hist[0].append(mv()); hist[1].append(np.where(self.done, self.nan, r0n)); hist[2].append(np.where(self.done, self.nan, beta1))
+
+# %% ../nbs/06_krylov.ipynb #24dee987
+@patch
+def column(self: _MresCycle, m, act):
+    "QR step for column m of M = T_{m+1} T_m (host part): (breakdown, ‖A r_m‖, the earlier directions used, coefficients)."
+    g, al, bt, rot, z = self.g, self.al, self.bt, self.rot, self.z
+    y = {m-4: z, m-3: z, m-2: g(bt, m)*g(bt, m-1), m-1: g(bt, m)*(g(al, m-1) + g(al, m)),
+         m: g(bt, m)**2 + g(al, m)**2 + g(bt, m+1)**2,
+         m+1: g(bt, m+1)*(g(al, m) + g(al, m+1)), m+2: g(bt, m+1)*g(bt, m+2)}
+    for i in range(max(1, m-4), m):                        # earlier reflectors, in order
+        (ca, sa), (cb, sb) = rot[i]
+        y[i+1], y[i+2] = _apply(ca, sa, y[i+1], y[i+2])
+        y[i], y[i+1] = _apply(cb, sb, y[i], y[i+1])
+    ca, sa, y[m+1] = _refl(y[m+1], y[m+2])                 # zero row m+2, then row m+1
+    cb, sb, rmm = _refl(y[m], y[m+1])
+    rot[m] = ((ca, sa), (cb, sb)); rot.pop(m-4, None)
+    tau, self.fa = _apply(cb, sb, self.fa, ca*self.fb)     # rhs: rows (m+1, m+2), then (m, m+1)
+    self.fb = sa*self.fb
+    bad = act & ~(rmm > 0)
+    ks = list(range(max(1, m-4), m))
+    coef = np.stack([y[i] for i in ks] + [_ninv(rmm), _where(act & ~bad, tau, z)])
+    return bad, np.hypot(self.fa, self.fb), ks, coef       # ‖A r_m‖
+
+@patch
+def update(self: _MresCycle, m, vm, ks, coef):
+    "x_m = x_{m−1} + τ d_m (device part)."
+    c = _dev(coef, self.B)
+    D = vm
+    for n, i in enumerate(ks): D = D - c[n]*self.Ds[i]
+    D = D*c[-2]
+    self.Ds[m] = D; self.Ds.pop(m-4, None)
+    self.X = self.X + c[-1]*D
+
+# %% ../nbs/06_krylov.ipynb #6bfbe639
+@patch
+def lanczos_step(self: _MresCycle, j):
+    "Lanczos step j (α_j, β_{j+1}, with the one host synchronisation of the iteration); the columns whose Krylov space is exhausted."
+    op, sc = self.op, self.sc
+    op.lazy = True; W = op(self.V); op.lazy = False       # NaN/Inf in a product shows in α, β: watched below
+    if self.btj is not None: W = W - self.btj*self.Vprev   # Lanczos: A v_j − β_j v_{j−1}
+    a = _dot(self.V, W); W = W - a*self.V
+    bn = _nrm(W)
+    ha, hb = map(sc, _host(a, bn))                         # the iteration's one synchronisation
+    self.al[j], self.bt[j+1], self.W, self.hb = ha, hb, W, hb
+    self.Anorm = np.maximum(self.Anorm, np.sqrt(ha**2 + self.g(self.bt, j)**2 + hb**2))
+    brk = ~self.done & ~(np.isfinite(ha) & np.isfinite(hb))
+    if brk.any(): op._watch(*op.last)                      # was it the product (status 'nonfinite')?
+    self.stop = _where(brk, 2, self.stop); self.done = self.done | brk
+    return ~self.done & (hb <= 10*self.eps*self.Anorm)    # invariant Krylov space: finish exactly (`exhausted`)
+
+@patch
+def advance(self: _MresCycle, j, check):
+    "x_{j−1} and its ‖A r‖ estimate; a true check (two block products) after a decade of estimated progress."
+    act = ~self.done
+    bad, arn, ks, coef = self.column(j - 1, act)           # x_{j−1} and its ‖A r‖
+    self.update(j - 1, self.Vprev, ks, coef)
+    self.hist[0].append(self.mv()); self.hist[1].append(self.nan); self.hist[2].append(np.where(act, arn, self.nan))
+    self.stop = _where(bad, 2, self.stop); self.done = self.done | bad
+    self.pending = self.pending | (act & (arn > self.tol_ar) & (arn <= 0.1*self.trusted))
+    self.age = _where(self.pending, self.age + 1, 0)
+    npend = int(self.pending.sum())
+    if npend and (4*npend >= int(act.sum()) or int(self.age.max()) > 10):   # verify a decade of estimated progress
+        rt, art = map(self.sc, _host(*check(self.X, _dev(self.pending, self.B))))   # two block products for all columns
+        off = self.pending & (art > 2*arn) & (rt > self.tol_r)   # the recurrence has drifted from the truth
+        self.done = self.done | off | (self.pending & ((art <= self.tol_ar) | (rt <= self.tol_r)))
+        self.trusted = _where(self.pending, art, self.trusted)
+        self.pending = self.pending & False
+    self.done = self.done | (act & (arn <= self.tol_ar))
+    stag = act & ~self.done & (arn <= self.floor*self.Anorm)   # the estimate at the rounding level: going on only
+    self.stop = _where(stag, 3, self.stop); self.done = self.done | stag   # adds noise (along ker A, too)
+
+# %% ../nbs/06_krylov.ipynb #58df9482
+@patch
+def exhausted(self: _MresCycle, j, exh):
+    "The last column where the Krylov space is exhausted: α_{j+1} = β_{j+1} = β_{j+2} = 0."
+    act = exh & ~self.done
+    keep = (self.al.get(j+1), self.bt[j+1])
+    self.al[j+1], self.bt[j+1] = self.z, _where(exh, self.z, self.hb)
+    bad, arn, ks, coef = self.column(j, act)
+    self.update(j, self.V, ks, coef)
+    self.al.pop(j+1); self.bt[j+1] = keep[1]
+    self.stop = _where(act & ~(arn <= self.tol_ar), 3, self.stop)
+    self.stop = _where(bad, 2, self.stop); self.done = self.done | act
+
+@patch
+def next_vector(self: _MresCycle, j):
+    "v_{j+1} = w/β_{j+1} (0 on finished columns); the window of α, β kept."
+    nxt = _dev(np.stack([_ninv(self.hb)*~self.done, self.hb]), self.B)   # 1/β_{j+1} (0 on finished columns), β_{j+1}
+    self.Vprev, self.V, self.btj = self.V, self.W*nxt[0], nxt[1]
+    self.al.pop(j-5, None); self.bt.pop(j-5, None)
+
+def _mres_cycle(op, B):
+    "The cycle `_solve` calls for `minres` (a `_MresCycle`: its ‖A‖ estimate is carried over restarts)."
+    return _MresCycle(op, B)
 
 # %% ../nbs/06_krylov.ipynb #2fb0f628
 @doc_params

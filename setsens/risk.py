@@ -16,112 +16,14 @@ from torch.func import functional_call, jvp, vjp, vmap, grad as fgrad, grad_and_
 from torch.autograd.function import once_differentiable
 from fastcore.basics import patch, patch_to
 from .core import check_is_tensor, check_size, check_tensor, check_same, check_positive, check_idx, doc_params
+from .losses import (LOSSES, mse, resolve_loss, REDUCTIONS, check_reduction, stated_reduction, target_rule,
+                             bad_labels, as_labels, class_loss, elementwise_sum, target_count)
 from .linalg import LinearOperator, IdentityOperator, HessianOperator, MixedOperator   # re-exported: their home before issue 14
+_all_ = ['LOSSES', 'LinearOperator', 'IdentityOperator', 'HessianOperator', 'MixedOperator']   # re-exported names keep `from setsens.risk import *`
 
 # %% auto #0
-__all__ = ['LOSSES', 'check_eval_mode', 'BaseRisk', 'Risk']
-
-# %% ../nbs/05_risk.ipynb #f83166c0
-def _mse(out, y):
-    "½‖f − y‖² per example, summed over output dimensions."
-    if y.shape != out.shape:
-        if y.numel() != out.numel():
-            raise ValueError(f"Y: 'mse' needs targets shaped like the model output {tuple(out.shape)}, got {tuple(y.shape)}")
-        y = y.reshape(out.shape)
-    return 0.5*(out - y).pow(2).reshape(out.shape[0], -1).sum(1)
-
-def _cross_entropy(out, y): return F.cross_entropy(out, y, reduction='none')
-
-LOSSES = {'mse': _mse, 'cross_entropy': _cross_entropy}
-
-def _resolve_loss(loss):
-    if isinstance(loss, str):
-        if loss not in LOSSES: raise ValueError(f"loss: expected a callable or one of {sorted(LOSSES)}, got {loss!r}")
-        return LOSSES[loss]
-    if not callable(loss): raise TypeError(f"loss: expected a callable or one of {sorted(LOSSES)}, got {type(loss).__name__}")
-    return loss
-
-_REDUCTIONS = ('none', 'mean', 'sum')
-
-def _check_reduction(r):
-    if r is not None and r not in _REDUCTIONS:
-        raise ValueError(f"reduction: expected None (read it from the loss) or one of {_REDUCTIONS}, got {r!r}")
-    return r
-
-def _stated_reduction(loss):
-    "The reduction a loss states itself, and where: an `nn` loss module's `.reduction`, or the default of a function's `reduction` parameter (`F.cross_entropy`, `functools.partial(F.mse_loss, reduction='sum')`); (None, None) if it states none."
-    if isinstance(loss, nn.Module):
-        r = getattr(loss, 'reduction', None)
-        return (r, f"{type(loss).__name__}.reduction") if isinstance(r, str) else (None, None)
-    try: prm = inspect.signature(loss).parameters.get('reduction')
-    except (TypeError, ValueError): return None, None
-    if prm is None or not isinstance(prm.default, str): return None, None
-    return prm.default, f"the default of {getattr(loss, '__name__', type(loss).__name__)}'s reduction parameter"
-
-# %% ../nbs/05_risk.ipynb #92aa564b
-_REGRESSION = (nn.MSELoss, nn.L1Loss, nn.HuberLoss, nn.SmoothL1Loss)
-_REGRESSION_F = (F.mse_loss, F.l1_loss, F.huber_loss, F.smooth_l1_loss)
-
-def _target_rule(loss):
-    "What the targets of a known loss must be: ('class', name, ignore_index or None) for torch's cross-entropy / NLL and the string 'cross_entropy' (which has no ignore_index), ('regression', name, None) for 'mse' and torch's regression losses; None for any other loss."
-    f, kw = (loss.func, loss.keywords) if isinstance(loss, functools.partial) else (loss, {})
-    if loss is _cross_entropy: return 'class', "'cross_entropy'", None
-    if isinstance(loss, (nn.CrossEntropyLoss, nn.NLLLoss)): return 'class', type(loss).__name__, loss.ignore_index
-    if f is F.cross_entropy or f is F.nll_loss: return 'class', f"F.{f.__name__}", kw.get('ignore_index', -100)
-    if loss is _mse: return 'regression', "'mse'", None
-    if isinstance(loss, _REGRESSION): return 'regression', type(loss).__name__, None
-    if any(f is g for g in _REGRESSION_F): return 'regression', f"F.{f.__name__}", None
-    return None
-
-def _bad_labels(y, C, ignore, ignore_ok):
-    "Mask of the class labels in y that are outside [0, C); a label equal to `ignore` is fine only if `ignore_ok` (the reduction leaves it out), and is bad otherwise, even inside [0, C)."
-    bad = (y < 0) | (y >= C)
-    if ignore is not None: bad = (bad & (y != ignore)) if ignore_ok else (bad | (y == ignore))
-    return bad
-
-def _as_labels(y):
-    "Integer or bool class labels as torch.long, the dtype torch's cross-entropy / NLL read (others: unchanged)."
-    return y if y.is_floating_point() or y.is_complex() or y.dtype == torch.long else y.long()
-
-def _class_loss(loss):
-    "For torch's cross-entropy / NLL (module, `F` function or a `functools.partial` of one): (the same loss with reduction='sum', class weights, ignore_index); else None."
-    if isinstance(loss, (nn.CrossEntropyLoss, nn.NLLLoss)):
-        s = copy.copy(loss); s.reduction = 'sum'   # a shallow copy: the user's module keeps its reduction
-        return s, loss.weight, loss.ignore_index
-    f, kw = loss, {}
-    if isinstance(loss, functools.partial):
-        if loss.args: return None
-        f, kw = loss.func, dict(loss.keywords)
-    if f is F.cross_entropy or f is F.nll_loss:
-        kw['reduction'] = 'sum'
-        return (lambda out, y: f(out, y, **kw)), kw.get('weight'), kw.get('ignore_index', -100)
-    return None
-
-# %% ../nbs/05_risk.ipynb #f8ac775d
-_ELEMENTWISE = (nn.MSELoss, nn.L1Loss, nn.HuberLoss, nn.SmoothL1Loss, nn.BCELoss, nn.BCEWithLogitsLoss)
-_ELEMENTWISE_F = (F.mse_loss, F.l1_loss, F.huber_loss, F.smooth_l1_loss, F.binary_cross_entropy,
-                  F.binary_cross_entropy_with_logits)
-
-def _elementwise_sum(loss):
-    "For torch's elementwise losses (MSE, L1, Huber, smooth L1, BCE; module, `F` function or `functools.partial` of one): the same loss with reduction='sum'; else None. Its mean is that sum / the elements, which also avoids torch 2.14's 'ZeroTensors are immutable' in forward-over-reverse through F.mse_loss's mean (pytorch#123996)."
-    if isinstance(loss, _ELEMENTWISE):
-        s = copy.copy(loss); s.reduction = 'sum'   # a shallow copy: the user's module keeps its reduction
-        return s
-    f, kw = loss, {}
-    if isinstance(loss, functools.partial):
-        if loss.args: return None
-        f, kw = loss.func, dict(loss.keywords)
-    if any(f is g for g in _ELEMENTWISE_F):
-        kw['reduction'] = 'sum'
-        return lambda out, y: f(out, y, **kw)
-    return None
-
-def _target_count(y, weight, ignore_index) -> float:
-    "The denominator of torch's mean cross-entropy / NLL over class targets y: Σ weight[y_i] over the targets ≠ ignore_index."
-    keep = y != ignore_index
-    if weight is None: return float(keep.sum())
-    y = y.to(weight.device); keep = keep.to(weight.device)
-    return float((weight[torch.where(keep, y, torch.zeros_like(y))]*keep).sum(dtype=torch.float64))
+__all__ = ['check_eval_mode', 'BaseRisk', 'Risk', 'LOSSES', 'LinearOperator', 'IdentityOperator', 'HessianOperator',
+           'MixedOperator']
 
 # %% ../nbs/05_risk.ipynb #79378054
 # -- data that do not sit in one tensor --------------------------------------------------------------
@@ -289,11 +191,11 @@ class Risk(BaseRisk):
         self.model, self._fn = model, None
         self._stateful = _stateful_modules(model)
         check_eval_mode(model, self._stateful)
-        self._loss = _resolve_loss(loss)
-        self.reduction = self._stated(loss, _check_reduction(reduction))   # None: the probe decides (per-example or refused)
-        cl = _class_loss(self._loss) if self.reduction == 'mean' else None
+        self._loss = resolve_loss(loss)
+        self.reduction = self._stated(loss, check_reduction(reduction))   # None: the probe decides (per-example or refused)
+        cl = class_loss(self._loss) if self.reduction == 'mean' else None
         self._sum_loss, self._cw, self._ci = cl if cl is not None else (None, None, None)
-        self._esum = _elementwise_sum(self._loss) if self.reduction == 'mean' else None   # mean = sum / elements
+        self._esum = elementwise_sum(self._loss) if self.reduction == 'mean' else None   # mean = sum / elements
         named = dict(model.named_parameters())
         names = self._select(named, params)
         self._set_params({k: named[k] for k in names}, 'model')
@@ -303,7 +205,7 @@ class Risk(BaseRisk):
         self._frozen = {k: v.detach().clone() for k, v in named.items() if k not in chosen}
         self._frozen.update({k: b.detach().clone() for k, b in model.named_buffers()})
         self._bufver = {k: self._frozen[k]._version for k, _ in model.named_buffers()}
-        self._rule, self._ystats = _target_rule(self._loss), []
+        self._rule, self._ystats = target_rule(self._loss), []
         self._src, self._spec, self._N = None, None, None
         if isinstance(X, torch.Tensor) or Y is not None:
             if isinstance(X, (DataLoader, Dataset)):
@@ -321,7 +223,7 @@ class Risk(BaseRisk):
         if self._src is not None: self._count()   # the first pass: n (and the cross-entropy weights), every batch checked
         if self._sum_loss is not None and not self._ydtype.is_floating_point:   # class targets: torch's weighted mean
             self._kind = 'count'
-            if self._src is None: self._N = _target_count(self._Y, self._cw, self._ci)
+            if self._src is None: self._N = target_count(self._Y, self._cw, self._ci)
             if self._N == 0:
                 raise ValueError(f"{'data' if self._src is not None else 'Y'}: every target equals ignore_index={self._ci} "
                                  f"(or has class weight 0), so the loss's mean over them is 0/0")
@@ -406,7 +308,7 @@ def _set_data(self: Risk, X, Y, need_y):
                             f"complex; pass real targets")
         check_tensor(Y, 'Y', floating=False)
         if Y.requires_grad: Y = Y.detach()
-        if self._rule is not None and self._rule[0] == 'class': Y = _as_labels(Y)   # int32/int16/bool labels -> long
+        if self._rule is not None and self._rule[0] == 'class': Y = as_labels(Y)   # int32/int16/bool labels -> long
     self._X, self._Y = X, Y
 
 @patch_to(Risk, static_method=True)
@@ -416,9 +318,9 @@ def _stated(loss, red):
         if red not in (None, 'none'):
             raise ValueError(f"reduction: the loss {loss!r} is per-example (reduction='none'), got reduction={red!r}")
         return 'none'
-    st, where = _stated_reduction(loss)
+    st, where = stated_reduction(loss)
     if st is None: return red
-    if st not in _REDUCTIONS + ('batchmean',):
+    if st not in REDUCTIONS + ('batchmean',):
         raise ValueError(f"loss: its reduction {st!r} ({where}) is not supported; use 'mean', 'sum' or 'none'")
     if red is not None and red != st:
         raise ValueError(f"reduction: the loss states reduction={st!r} ({where}) but reduction={red!r} was passed; "
@@ -448,7 +350,7 @@ def _check_batch(self: Risk, i, batch):
         what = type(batch).__name__ + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else '')
         raise ValueError(f"data: batch {i} is a {what}, expected a pair (X, y) of tensors")
     Xb, Yb = batch
-    if self._rule is not None and self._rule[0] == 'class': Yb = _as_labels(Yb)   # int32/int16/bool labels -> long
+    if self._rule is not None and self._rule[0] == 'class': Yb = as_labels(Yb)   # int32/int16/bool labels -> long
     if Xb.ndim < 1 or Yb.ndim < 1 or Xb.shape[0] != Yb.shape[0] or Xb.shape[0] == 0:
         raise ValueError(f"data: batch {i} has inputs {tuple(Xb.shape)} and targets {tuple(Yb.shape)}; expected "
                          f"the same positive number of rows (leading axis) in both")
@@ -475,7 +377,7 @@ def _count(self: Risk):
         if not bool(torch.isfinite(Xb).all()): raise ValueError(f"data: the inputs of batch {i} contain NaN or Inf")
         if Yb.is_floating_point() and not bool(torch.isfinite(Yb).all()):
             raise ValueError(f"data: the targets of batch {i} contain NaN or Inf")
-        if self._sum_loss is not None and not Yb.is_floating_point(): N += _target_count(Yb, self._cw, self._ci)
+        if self._sum_loss is not None and not Yb.is_floating_point(): N += target_count(Yb, self._cw, self._ci)
         if self._rule is not None and self._rule[0] == 'class' and not Yb.is_floating_point():
             ign = self._rule[2]   # the smallest and largest label that is not ignore_index, and whether it occurs
             keep = Yb if ign is None else Yb[Yb != ign]
@@ -743,7 +645,7 @@ def _check_targets(self: Risk, out):
             raise TypeError(f"{'data' if src else 'Y'}: {name} is a regression loss and needs real floating targets, "
                             f"got {yd} (class labels go with 'cross_entropy' / nn.CrossEntropyLoss; numbers: Y.to(X.dtype))")
         yrows = tuple(self._spec[2]) if src else tuple(self._Y.shape[1:])
-        if self._loss is not _mse and yrows != tuple(out.shape[1:]):   # 'mse' reshapes Y to the output itself
+        if self._loss is not mse and yrows != tuple(out.shape[1:]):   # 'mse' reshapes Y to the output itself
             raise ValueError(f"{'data' if src else 'Y'}: target rows of shape {yrows} against model output rows of "
                              f"shape {tuple(out.shape[1:])}: {name} would broadcast them (to all pairs of rows for "
                              f"(n,) against (n, 1)); reshape the targets to the output, e.g. Y.reshape(out.shape)")
@@ -755,7 +657,7 @@ def _check_targets(self: Risk, out):
     if yd.is_floating_point or out.ndim < 2: return   # class probabilities (soft labels): the loss checks their shape
     C, ok = out.shape[1], self._kind in ('count', 'sum')
     if not src:
-        bad = _bad_labels(self._Y, C, ign, ok)
+        bad = bad_labels(self._Y, C, ign, ok)
         if not bool(bad.any()): return
         j = int(bad.reshape(-1).to(torch.uint8).argmax())
         r = j//max(bad[0].numel(), 1)
@@ -766,7 +668,7 @@ def _check_targets(self: Risk, out):
         off = 0
         for i, (_, Yb) in enumerate(self._raw_batches()):
             if i == hit[0]:
-                bad = _bad_labels(Yb, C, ign, ok)
+                bad = bad_labels(Yb, C, ign, ok)
                 j = int(bad.reshape(-1).to(torch.uint8).argmax())
                 r = j//max(bad[0].numel(), 1)
                 where, lab = f"data: row {off + r} (batch {i}, row {r})", int(Yb.reshape(-1)[j])

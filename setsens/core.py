@@ -4,15 +4,16 @@
 
 # %% ../nbs/00_core.ipynb #3fe221ef
 from __future__ import annotations
-import os, re, math, operator
+import os, re, math, numbers, operator
 from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['KINDS', 'data_dir', 'check_tensor', 'check_precision', 'check_same', 'check_positive', 'check_count', 'check_kind',
-           'check_real', 'check_xy', 'check_params', 'check_idx', 'doc_params', 'in_test', 'default_device', 'progress',
-           'moved', 'Result', 'md_cell', 'results_markdown', 'result_counts', 'counts_markdown', 'atomic_write']
+__all__ = ['KINDS', 'data_dir', 'check_is_tensor', 'check_tensor', 'check_precision', 'check_same', 'check_positive',
+           'check_count', 'check_size', 'check_kind', 'check_real', 'check_xy', 'check_params', 'check_idx',
+           'doc_params', 'in_test', 'default_device', 'progress', 'moved', 'Result', 'md_cell', 'results_markdown',
+           'result_counts', 'counts_markdown', 'atomic_write']
 
 # %% ../nbs/00_core.ipynb #1f61bd51
 def _candidates(start: Path):
@@ -49,6 +50,12 @@ def data_dir(path: str|os.PathLike|None=None, # an explicit folder; wins over ev
     return None
 
 # %% ../nbs/00_core.ipynb #cc54c770
+def check_is_tensor(x, name: str, # the value and the argument name used in messages
+                   ) -> torch.Tensor:
+    "`TypeError` naming `name` unless `x` is a `torch.Tensor` (the first of `check_tensor`'s checks, alone)."
+    if not isinstance(x, torch.Tensor): raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    return x
+
 def check_tensor(x, name: str, # the value and the argument name used in messages
                  ndim: int|tuple|None=None, # required number of dimensions (or a tuple of allowed ones)
                  finite: bool=True, # refuse NaN/Inf
@@ -56,8 +63,7 @@ def check_tensor(x, name: str, # the value and the argument name used in message
                  nonempty: bool=True, # refuse tensors with zero elements
                 ) -> torch.Tensor:
     "Check that `x` is a tensor fit for the public API; raise `TypeError`/`ValueError` naming `name`."
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    check_is_tensor(x, name)
     if x.device.type == 'meta':
         raise ValueError(f"{name}: is on the meta device (a shape without values); pass real data on the CPU or a GPU")
     if ndim is not None:
@@ -85,6 +91,7 @@ def check_precision(x, name: str, # the tensor (or its dtype) and the argument n
                         f"with .float() (float32) or .double() (float64)")
     return x
 
+# %% ../nbs/00_core.ipynb #99bf550b
 def check_same(a: torch.Tensor, b: torch.Tensor, names: str, # e.g. "C, D"
                dtype: bool=True, device: bool=True):
     "Raise `ValueError` when `a` and `b` differ in device (or dtype), naming both arguments."
@@ -112,6 +119,15 @@ def check_count(n, name: str, # the value and the argument name used in messages
     if v is None: raise ValueError(f"{name}: must be {kind}, got {n!r}")
     if v < lo: raise ValueError(f"{name}: need at least one {what}, got {n!r}" if what and lo == 1 else f"{name}: must be {kind}, got {n!r}")
     return v
+
+def check_size(n, name: str, # the value (None or a positive int: a batch or chunk size) and the argument name
+              ) -> int|None:
+    "None stays None; else `n` as an int ≥ 1: `TypeError` for a bool or non-integer, `ValueError` below 1, naming `name`."
+    if n is None: return None
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"{name}: expected a positive int or None, got {n!r}")
+    if n < 1: raise ValueError(f"{name}: must be > 0 (a positive int or None), got {n!r}")
+    return int(n)
 
 # %% ../nbs/00_core.ipynb #3f223700
 _HALF = (torch.float16, torch.bfloat16)

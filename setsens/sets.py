@@ -6,7 +6,8 @@
 from __future__ import annotations
 import math, numbers
 import torch
-from .core import check_tensor, check_same, check_positive, check_precision, doc_params
+from fastcore.basics import patch
+from .core import check_is_tensor, check_size, check_tensor, check_same, check_positive, check_precision, doc_params
 
 # %% auto #0
 __all__ = ['MEMORY_BUDGET', 'AffineSet', 'point_to_set_distance', 'excess', 'hausdorff']
@@ -32,11 +33,7 @@ def _cloud(C, name, ndim=2):
 
 def _chunk(chunk_size):
     "Check `chunk_size`: None or a positive int."
-    if chunk_size is None: return None
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral):
-        raise TypeError(f"chunk_size: expected a positive int or None, got {type(chunk_size).__name__}")
-    if chunk_size < 1: raise ValueError(f"chunk_size: expected a positive int or None, got {chunk_size}")
-    return int(chunk_size)
+    return check_size(chunk_size, 'chunk_size')
 
 def _set(C, name):
     return C if isinstance(C, AffineSet) else _cloud(C, name)
@@ -51,7 +48,7 @@ def _compatible(C, D, names):
         raise ValueError(f"{names}: points of different dimensions ({_dim(C)} vs {_dim(D)})")
     check_same(_tensor(C), _tensor(D), names)
 
-# %% ../nbs/02_sets.ipynb #cae6380b
+# %% ../nbs/02_sets.ipynb #7196d167
 class AffineSet:
     "The affine set $\\{\\text{point} + \\text{basis}\\, z\\}$, kept with an orthonormal basis of its directions."
     def __init__(self,
@@ -72,7 +69,6 @@ class AffineSet:
             U, S, _ = torch.linalg.svd(basis, full_matrices=False)
             self.singular_values, Q = S, U[:, S > self.rtol * S[0]]
         self.point, self.basis = point, Q.contiguous()
-
     @property
     def dim(self) -> int: return self.basis.shape[1]
     @property
@@ -81,65 +77,73 @@ class AffineSet:
     def dtype(self): return self.point.dtype
     @property
     def device(self): return self.point.device
-
     def __repr__(self): return f"AffineSet(dim={self.dim}, ambient_dim={self.ambient_dim}, dtype={self.dtype}, device={self.device})"
 
-    def _points(self, w, name='w', ndim=(1, 2)):
-        w = _real(check_tensor(w, name, ndim=ndim), name)
-        if w.shape[-1] != self.ambient_dim:
-            raise ValueError(f"{name}: expected points with {self.ambient_dim} coordinates, got shape {tuple(w.shape)}")
-        check_same(w, self.point, f'{name}, point')
-        return w
+# %% ../nbs/02_sets.ipynb #2783da05
+@patch
+def _points(self: AffineSet, w, name='w', ndim=(1, 2)):
+    w = _real(check_tensor(w, name, ndim=ndim), name)
+    if w.shape[-1] != self.ambient_dim:
+        raise ValueError(f"{name}: expected points with {self.ambient_dim} coordinates, got shape {tuple(w.shape)}")
+    check_same(w, self.point, f'{name}, point')
+    return w
 
-    def _residual(self, w):
-        r = w - self.point
-        return r - (r @ self.basis) @ self.basis.T
+@patch
+def _residual(self: AffineSet, w):
+    r = w - self.point
+    return r - (r @ self.basis) @ self.basis.T
 
-    def distance(self, w: torch.Tensor, # (p,) or (m, p)
-                ) -> torch.Tensor: # 0-d or (m,)
-        "Euclidean distance from `w` to the set: $\\|(I - QQ^\\top)(w - \\text{point})\\|$."
-        return torch.linalg.vector_norm(self._residual(self._points(w)), dim=-1)
+@patch
+def distance(self: AffineSet, w: torch.Tensor, # (p,) or (m, p)
+            ) -> torch.Tensor: # 0-d or (m,)
+    "Euclidean distance from `w` to the set: $\\|(I - QQ^\\top)(w - \\text{point})\\|$."
+    return torch.linalg.vector_norm(self._residual(self._points(w)), dim=-1)
 
-    def project(self, w: torch.Tensor, # (p,) or (m, p)
-               ) -> torch.Tensor: # same shape: the nearest points of the set
-        "Orthogonal projection onto the set: point + QQᵀ(w − point)."
-        w = self._points(w)
-        return self.point + ((w - self.point) @ self.basis) @ self.basis.T
+@patch
+def project(self: AffineSet, w: torch.Tensor, # (p,) or (m, p)
+           ) -> torch.Tensor: # same shape: the nearest points of the set
+    "Orthogonal projection onto the set: point + QQᵀ(w − point)."
+    w = self._points(w)
+    return self.point + ((w - self.point) @ self.basis) @ self.basis.T
 
-    def contains(self, w: torch.Tensor, # (p,) or (m, p)
-                 atol: float|None=None, # distance tolerance; None: sqrt(eps)·(1 + ‖point‖ + ‖w‖)
-                ) -> torch.Tensor: # bool, 0-d or (m,)
-        "Whether `w` lies in the set, up to `atol`."
-        w = self._points(w)
-        if atol is not None: atol = check_positive(atol, 'atol', strict=False)
-        if atol is None:
-            atol = torch.finfo(self.dtype).eps**0.5 * (1 + torch.linalg.vector_norm(self.point) + torch.linalg.vector_norm(w, dim=-1))
-        return self.distance(w) <= atol
+@patch
+def contains(self: AffineSet, w: torch.Tensor, # (p,) or (m, p)
+             atol: float|None=None, # distance tolerance; None: sqrt(eps)·(1 + ‖point‖ + ‖w‖)
+            ) -> torch.Tensor: # bool, 0-d or (m,)
+    "Whether `w` lies in the set, up to `atol`."
+    w = self._points(w)
+    if atol is not None: atol = check_positive(atol, 'atol', strict=False)
+    if atol is None:
+        atol = torch.finfo(self.dtype).eps**0.5 * (1 + torch.linalg.vector_norm(self.point) + torch.linalg.vector_norm(w, dim=-1))
+    return self.distance(w) <= atol
 
-    def min_norm_point(self) -> torch.Tensor: # (p,)
-        "The point of the set closest to the origin, $(I - QQ^\\top)\\,\\text{point}$."
-        return self.point - (self.point @ self.basis) @ self.basis.T
+@patch
+def min_norm_point(self: AffineSet) -> torch.Tensor: # (p,)
+    "The point of the set closest to the origin, $(I - QQ^\\top)\\,\\text{point}$."
+    return self.point - (self.point @ self.basis) @ self.basis.T
 
-    def sample(self,
-               n: int, # number of points
-               radius: float=1.0, # radius of the ball
-               center: torch.Tensor|None=None, # (p,) centre of the ball; None: `point`
-               generator: torch.Generator|None=None, # for reproducible draws (its device is used)
-              ) -> torch.Tensor: # (n, p)
-        "`n` points drawn uniformly from the set ∩ the ball of `radius` around `center` (`ValueError` if empty)."
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise ValueError(f"n: expected a positive int, got {n!r}")
-        radius = check_positive(radius, 'radius', strict=False)
-        c = self.point if center is None else self._points(center, 'center', ndim=1)
-        delta = float(self.distance(c))
-        if delta > radius:
-            raise ValueError(f"radius: the ball of radius {radius:g} around center misses the set (the center is {delta:g} away)")
-        rho, c0 = math.sqrt(max(radius**2 - delta**2, 0.)), self.project(c)
-        if self.dim == 0 or rho == 0: return c0.expand(n, -1).clone()
-        dev = generator.device if generator is not None else self.device
-        z = torch.randn(n, self.dim, generator=generator, device=dev, dtype=self.dtype)
-        t = torch.rand(n, 1, generator=generator, device=dev, dtype=self.dtype) ** (1/self.dim)
-        z = (rho * t * z / torch.linalg.vector_norm(z, dim=1, keepdim=True)).to(self.device)
-        return c0 + z @ self.basis.T
+# %% ../nbs/02_sets.ipynb #d07b58d1
+@patch
+def sample(self: AffineSet,
+           n: int, # number of points
+           radius: float=1.0, # radius of the ball
+           center: torch.Tensor|None=None, # (p,) centre of the ball; None: `point`
+           generator: torch.Generator|None=None, # for reproducible draws (its device is used)
+          ) -> torch.Tensor: # (n, p)
+    "`n` points drawn uniformly from the set ∩ the ball of `radius` around `center` (`ValueError` if empty)."
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise ValueError(f"n: expected a positive int, got {n!r}")
+    radius = check_positive(radius, 'radius', strict=False)
+    c = self.point if center is None else self._points(center, 'center', ndim=1)
+    delta = float(self.distance(c))
+    if delta > radius:
+        raise ValueError(f"radius: the ball of radius {radius:g} around center misses the set (the center is {delta:g} away)")
+    rho, c0 = math.sqrt(max(radius**2 - delta**2, 0.)), self.project(c)
+    if self.dim == 0 or rho == 0: return c0.expand(n, -1).clone()
+    dev = generator.device if generator is not None else self.device
+    z = torch.randn(n, self.dim, generator=generator, device=dev, dtype=self.dtype)
+    t = torch.rand(n, 1, generator=generator, device=dev, dtype=self.dtype) ** (1/self.dim)
+    z = (rho * t * z / torch.linalg.vector_norm(z, dim=1, keepdim=True)).to(self.device)
+    return c0 + z @ self.basis.T
 
 # %% ../nbs/02_sets.ipynb #7e87440d
 MEMORY_BUDGET = 512 * 2**20   # bytes of working memory the distance kernels aim for (beyond the inputs)
@@ -167,7 +171,7 @@ def _round_up(t64, wd):
 
 def _inf(n, device): return torch.full((n,), math.inf, dtype=torch.float64, device=device)
 
-# %% ../nbs/02_sets.ipynb #e82c591c
+# %% ../nbs/02_sets.ipynb #caa94a0c
 class _NNScan:
     "Exact nearest-neighbour squared distances from the rows of `X` (n, d) to the cloud `Y` (m, d), in blocks."
     def __init__(self, X, Y, chunk_size=None, budget=None, seed=0):
@@ -202,121 +206,132 @@ class _NNScan:
         self.ub, self.ex = _inf(n, self.dev), _inf(n, self.dev)       # per row: upper bound, best exact value
         self.stats = dict(pairs=0, exact=0, blocks=0)
 
-    def sqnorms(self, Z):
-        "Squared row norms: working-precision sums over chunks of ≤ kc coordinates, added in float64."
-        out = torch.zeros(len(Z), dtype=torch.float64, device=self.dev)
-        for k0 in range(0, self.d, self.kc): out += Z[:, k0:k0+self.kc].square().sum(1).to(torch.float64)
-        if not bool(torch.isfinite(out).all()):
-            raise ValueError(f"C, D: squared distances overflow {self.wd} (coordinates too large)")
-        return out
+# %% ../nbs/02_sets.ipynb #cd6d0666
+@patch
+def sqnorms(self: _NNScan, Z):
+    "Squared row norms: working-precision sums over chunks of ≤ kc coordinates, added in float64."
+    out = torch.zeros(len(Z), dtype=torch.float64, device=self.dev)
+    for k0 in range(0, self.d, self.kc): out += Z[:, k0:k0+self.kc].square().sum(1).to(torch.float64)
+    if not bool(torch.isfinite(out).all()):
+        raise ValueError(f"C, D: squared distances overflow {self.wd} (coordinates too large)")
+    return out
 
-    def panel(self, rows):
-        "The rows `rows` of X, centred in the working dtype, and their squared norms (float64)."
-        Xp = self.X.index_select(0, rows).to(self.wd).sub_(self.mu)
-        return Xp, self.sqnorms(Xp)
+@patch
+def panel(self: _NNScan, rows):
+    "The rows `rows` of X, centred in the working dtype, and their squared norms (float64)."
+    Xp = self.X.index_select(0, rows).to(self.wd).sub_(self.mu)
+    return Xp, self.sqnorms(Xp)
 
-    def exact(self, i, j):
-        "‖X_i − Y_j‖² for index pairs, by direct differences in float64."
-        self.stats['exact'] += len(i)
-        out = [(self.X.index_select(0, i[p:p+self.P]).to(torch.float64)
-                - self.Y.index_select(0, j[p:p+self.P]).to(torch.float64)).square().sum(1)
-               for p in range(0, len(i), self.P)]
-        return torch.cat(out) if out else _inf(0, self.dev)
+@patch
+def exact(self: _NNScan, i, j):
+    "‖X_i − Y_j‖² for index pairs, by direct differences in float64."
+    self.stats['exact'] += len(i)
+    out = [(self.X.index_select(0, i[p:p+self.P]).to(torch.float64)
+            - self.Y.index_select(0, j[p:p+self.P]).to(torch.float64)).square().sum(1)
+           for p in range(0, len(i), self.P)]
+    return torch.cat(out) if out else _inf(0, self.dev)
 
-    def products(self, Xp, na, cols):
-        "T_ij ≈ ‖y'_j‖² − 2 x'_i·y'_j (so s̃_ij = na_i + T_ij) and the bound E_i ≥ |s̃_ij − s_ij|."
-        self.stats['pairs'] += len(Xp)*len(cols); self.stats['blocks'] += 1
-        Yb = self.Y.index_select(0, cols).to(self.wd).sub_(self.mu)
-        nb = self.sqnorms(Yb)
-        if self.d <= self.kc: T = torch.addmm(nb.to(self.wd)[None, :], Xp, Yb.T, alpha=-2)
-        else:                                  # inner products accumulated chunk by chunk
-            T = torch.mm(Xp[:, :self.kc], Yb[:, :self.kc].T).mul_(-2)
-            for k0 in range(self.kc, self.d, self.kc): T.addmm_(Xp[:, k0:k0+self.kc], Yb[:, k0:k0+self.kc].T, alpha=-2)
-            T.add_(nb.to(self.wd)[None, :])
-        return T, na, self.cE * (na.sqrt() + float(nb.max())**0.5).square()
+@patch
+def products(self: _NNScan, Xp, na, cols):
+    "T_ij ≈ ‖y'_j‖² − 2 x'_i·y'_j (so s̃_ij = na_i + T_ij) and the bound E_i ≥ |s̃_ij − s_ij|."
+    self.stats['pairs'] += len(Xp)*len(cols); self.stats['blocks'] += 1
+    Yb = self.Y.index_select(0, cols).to(self.wd).sub_(self.mu)
+    nb = self.sqnorms(Yb)
+    if self.d <= self.kc: T = torch.addmm(nb.to(self.wd)[None, :], Xp, Yb.T, alpha=-2)
+    else:                                  # inner products accumulated chunk by chunk
+        T = torch.mm(Xp[:, :self.kc], Yb[:, :self.kc].T).mul_(-2)
+        for k0 in range(self.kc, self.d, self.kc): T.addmm_(Xp[:, k0:k0+self.kc], Yb[:, k0:k0+self.kc].T, alpha=-2)
+        T.add_(nb.to(self.wd)[None, :])
+    return T, na, self.cE * (na.sqrt() + float(nb.max())**0.5).square()
 
-    def upper(self, rows, cols):
-        "Rigorous upper bounds on min over `cols` of ‖X_i − Y_j‖² for `rows` (no exact work)."
-        T, na, E = self.products(*self.panel(rows), cols)
-        return na + T.amin(1).to(torch.float64) + E
+@patch
+def upper(self: _NNScan, rows, cols):
+    "Rigorous upper bounds on min over `cols` of ‖X_i − Y_j‖² for `rows` (no exact work)."
+    T, na, E = self.products(*self.panel(rows), cols)
+    return na + T.amin(1).to(torch.float64) + E
 
-    def scan(self, rows, L=None, s=_FIRST_BLOCK):
-        """Exact squared nearest distances of `rows` over all columns. With `L` (a lower bound on the
-        maximum), rows are dropped once their upper bound is ≤ L; returns the rows kept and their values."""
-        Xp, na = self.panel(rows)
-        ub, ex = self.ub, self.ex
-        ub[rows] = math.inf; ex[rows] = math.inf
-        store, j = [], 0                                   # deferred candidates: (row, column, lower bound)
-        while j < self.m and len(rows):
-            c = self.B if self.fixed else max(1, min(s, self.m, self.elems // len(rows), self.Bmax,
-                                                 max(_FIRST_BLOCK, (1 << 26) // (len(rows)*self.d))))
-            cols = self.perm[j:j+c]; j += c; s *= 2
-            T, na64, E = self.products(Xp, na, cols)
-            Tmin = T.amin(1).to(torch.float64)
-            u = torch.minimum(ub[rows], na64 + Tmin + E); ub[rows] = u
-            thr = u - na64 + E                             # candidates: s̃_ij − E_i ≤ u_i
-            cand = (Tmin <= thr).nonzero().squeeze(1)
-            if len(cand):
-                Ts = T if len(cand) == len(rows) else T.index_select(0, cand)
-                mask = Ts <= _round_up(thr[cand], self.wd)[:, None]
-                cnt = mask.view(torch.uint8).sum(1, dtype=torch.int32)
-                one, many = (cnt == 1).nonzero().squeeze(1), (cnt > 1).nonzero().squeeze(1)
-                ii, jj = [cand[one]], [Ts.index_select(0, one).argmin(1)]    # mostly one: the argmin
-                if len(many):
-                    i2, j2 = mask.index_select(0, many).nonzero(as_tuple=True)
-                    ii.append(cand[many[i2]]); jj.append(j2)
-                del Ts, mask
-                ii, jj = torch.cat(ii), torch.cat(jj)
-                lb = na64[ii] + T[ii, jj].to(torch.float64) - E[ii]
-                gi, gj = rows[ii], cols[jj]
-                # exact now when it may prune the row (lb ≤ L) or when ties make too many candidates
-                now = (lb <= L) if L is not None else torch.zeros_like(lb, dtype=torch.bool)
-                if len(ii) > 4*len(rows): now[:] = True
-                if bool(now.any()):
-                    v = self.exact(gi[now], gj[now])
-                    ex.scatter_reduce_(0, gi[now], v, 'amin'); ub.scatter_reduce_(0, gi[now], v, 'amin')
-                    gi, gj, lb = gi[~now], gj[~now], lb[~now]
-                store.append((gi, gj, lb))
-            del T
-            if L is not None:
-                alive = ub[rows] > L
-                if not bool(alive.all()):
-                    keep = alive.nonzero().squeeze(1)
-                    rows, Xp, na = rows[keep], Xp.index_select(0, keep), na[keep]
-        if not len(rows): return rows, _inf(0, self.dev)
-        gi, gj, lb = (torch.cat(t) for t in zip(*store))
-        keep = lb <= ub[gi]                                # the others cannot beat a known upper bound
-        if L is not None: keep &= ub[gi] > L
-        ex.scatter_reduce_(0, gi[keep], self.exact(gi[keep], gj[keep]), 'amin')
-        return rows, ex[rows]
+# %% ../nbs/02_sets.ipynb #e086586a
+@patch
+def scan(self: _NNScan, rows, L=None, s=_FIRST_BLOCK):
+    """Exact squared nearest distances of `rows` over all columns. With `L` (a lower bound on the
+    maximum), rows are dropped once their upper bound is ≤ L; returns the rows kept and their values."""
+    Xp, na = self.panel(rows)
+    ub, ex = self.ub, self.ex
+    ub[rows] = math.inf; ex[rows] = math.inf
+    store, j = [], 0                                   # deferred candidates: (row, column, lower bound)
+    while j < self.m and len(rows):
+        c = self.B if self.fixed else max(1, min(s, self.m, self.elems // len(rows), self.Bmax,
+                                             max(_FIRST_BLOCK, (1 << 26) // (len(rows)*self.d))))
+        cols = self.perm[j:j+c]; j += c; s *= 2
+        T, na64, E = self.products(Xp, na, cols)
+        Tmin = T.amin(1).to(torch.float64)
+        u = torch.minimum(ub[rows], na64 + Tmin + E); ub[rows] = u
+        thr = u - na64 + E                             # candidates: s̃_ij − E_i ≤ u_i
+        cand = (Tmin <= thr).nonzero().squeeze(1)
+        if len(cand):
+            Ts = T if len(cand) == len(rows) else T.index_select(0, cand)
+            mask = Ts <= _round_up(thr[cand], self.wd)[:, None]
+            cnt = mask.view(torch.uint8).sum(1, dtype=torch.int32)
+            one, many = (cnt == 1).nonzero().squeeze(1), (cnt > 1).nonzero().squeeze(1)
+            ii, jj = [cand[one]], [Ts.index_select(0, one).argmin(1)]    # mostly one: the argmin
+            if len(many):
+                i2, j2 = mask.index_select(0, many).nonzero(as_tuple=True)
+                ii.append(cand[many[i2]]); jj.append(j2)
+            del Ts, mask
+            ii, jj = torch.cat(ii), torch.cat(jj)
+            lb = na64[ii] + T[ii, jj].to(torch.float64) - E[ii]
+            gi, gj = rows[ii], cols[jj]
+            # exact now when it may prune the row (lb ≤ L) or when ties make too many candidates
+            now = (lb <= L) if L is not None else torch.zeros_like(lb, dtype=torch.bool)
+            if len(ii) > 4*len(rows): now[:] = True
+            if bool(now.any()):
+                v = self.exact(gi[now], gj[now])
+                ex.scatter_reduce_(0, gi[now], v, 'amin'); ub.scatter_reduce_(0, gi[now], v, 'amin')
+                gi, gj, lb = gi[~now], gj[~now], lb[~now]
+            store.append((gi, gj, lb))
+        del T
+        if L is not None:
+            alive = ub[rows] > L
+            if not bool(alive.all()):
+                keep = alive.nonzero().squeeze(1)
+                rows, Xp, na = rows[keep], Xp.index_select(0, keep), na[keep]
+    if not len(rows): return rows, _inf(0, self.dev)
+    gi, gj, lb = (torch.cat(t) for t in zip(*store))
+    keep = lb <= ub[gi]                                # the others cannot beat a known upper bound
+    if L is not None: keep &= ub[gi] > L
+    ex.scatter_reduce_(0, gi[keep], self.exact(gi[keep], gj[keep]), 'amin')
+    return rows, ex[rows]
 
-    def nearest(self):
-        "Exact min_j ‖X_i − Y_j‖² for every row (float64, (n,))."
-        ar = torch.arange(self.n, device=self.dev)
-        return torch.cat([self.scan(ar[i:i+self.R], s=self.B)[1] for i in range(0, self.n, self.R)])
+# %% ../nbs/02_sets.ipynb #dd2fc5e7
+@patch
+def nearest(self: _NNScan):
+    "Exact min_j ‖X_i − Y_j‖² for every row (float64, (n,))."
+    ar = torch.arange(self.n, device=self.dev)
+    return torch.cat([self.scan(ar[i:i+self.R], s=self.B)[1] for i in range(0, self.n, self.R)])
 
-    def excess_sq(self, lower=-math.inf):
-        "max_i min_j ‖X_i − Y_j‖², or `lower` if that is larger (rows that cannot exceed it are skipped)."
-        s0 = min(self.m, self.B if self.fixed else _FIRST_BLOCK)
-        ar = torch.arange(self.n, device=self.dev)
-        R0 = self.R if self.fixed else min(self.Rmax, max(self.R, self.elems // s0))   # wide panels: cheap bounds
-        ub = torch.cat([self.upper(ar[i:i+R0], self.perm[:s0]) for i in range(0, self.n, R0)])
-        L = lower
-        first = (ub > L).nonzero().squeeze(1)                        # the likeliest maximisers, scanned to the end
-        first = first[torch.topk(ub[first], min(len(first), 2*s0)).indices]
-        if len(first):
-            rows, b = self.scan(first, L, s0)
-            if len(rows): L = max(L, float(b.max()))
-        rest = ub > L; rest[first] = False                            # what the first rows' bound cannot rule out
-        rest = rest.nonzero().squeeze(1)
-        rest = rest[torch.argsort(ub[rest], descending=True)]
-        for i in range(0, len(rest), self.R):
-            rows = rest[i:i+self.R]
-            rows = rows[ub[rows] > L]                                 # sorted: once none is left, none will be
-            if len(rows) == 0: break
-            rows, b = self.scan(rows, L, s0)
-            if len(rows): L = max(L, float(b.max()))
-        return L
+@patch
+def excess_sq(self: _NNScan, lower=-math.inf):
+    "max_i min_j ‖X_i − Y_j‖², or `lower` if that is larger (rows that cannot exceed it are skipped)."
+    s0 = min(self.m, self.B if self.fixed else _FIRST_BLOCK)
+    ar = torch.arange(self.n, device=self.dev)
+    R0 = self.R if self.fixed else min(self.Rmax, max(self.R, self.elems // s0))   # wide panels: cheap bounds
+    ub = torch.cat([self.upper(ar[i:i+R0], self.perm[:s0]) for i in range(0, self.n, R0)])
+    L = lower
+    first = (ub > L).nonzero().squeeze(1)                        # the likeliest maximisers, scanned to the end
+    first = first[torch.topk(ub[first], min(len(first), 2*s0)).indices]
+    if len(first):
+        rows, b = self.scan(first, L, s0)
+        if len(rows): L = max(L, float(b.max()))
+    rest = ub > L; rest[first] = False                            # what the first rows' bound cannot rule out
+    rest = rest.nonzero().squeeze(1)
+    rest = rest[torch.argsort(ub[rest], descending=True)]
+    for i in range(0, len(rest), self.R):
+        rows = rest[i:i+self.R]
+        rows = rows[ub[rows] > L]                                 # sorted: once none is left, none will be
+        if len(rows) == 0: break
+        rows, b = self.scan(rows, L, s0)
+        if len(rows): L = max(L, float(b.max()))
+    return L
 
 # %% ../nbs/02_sets.ipynb #36437883
 def point_to_set_distance(w: torch.Tensor, # (d,) one point or (m, d) a batch of points
@@ -324,7 +339,7 @@ def point_to_set_distance(w: torch.Tensor, # (d,) one point or (m, d) a batch of
                           chunk_size: int|None=None, # points per block; None: from `MEMORY_BUDGET`
                          ) -> torch.Tensor: # 0-d for one point, (m,) for a batch; in `w`'s dtype
     "Distance $d(w, C) = \\min_{c \\in C}\\|w - c\\|$ (Definition 1) of each point, exact, without an m×n matrix."
-    if not isinstance(w, torch.Tensor): raise TypeError(f"w: expected a torch.Tensor, got {type(w).__name__}")
+    check_is_tensor(w, 'w')
     w, C, chunk_size = _cloud(w, 'w', ndim=(1, 2)), _set(C, 'C'), _chunk(chunk_size)
     _compatible(w, C, 'w, C')
     if isinstance(C, AffineSet): return C.distance(w)

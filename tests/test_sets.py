@@ -284,7 +284,7 @@ def test_finite_check_without_false_alarms():
     (lambda C: AffineSet(C[0], C.T).sample(2, radius=-1.), ValueError, 'radius'),
     (lambda C: AffineSet(C[0], C.T).sample(2, center=C), ValueError, 'center: expected 1 dimensions'),
     (lambda C: excess(C, AffineSet(C[0, :2], C[:2, :2].T)), ValueError, 'C, D: points of different dimensions'),
-    (lambda C: excess(C, C, chunk_size=0), ValueError, 'chunk_size: expected a positive int'),
+    (lambda C: excess(C, C, chunk_size=0), ValueError, 'chunk_size: must be > 0'),
     (lambda C: hausdorff(C, C, chunk_size=2.5), TypeError, 'chunk_size: expected a positive int'),
     (lambda C: point_to_set_distance(C, C, chunk_size=True), TypeError, 'chunk_size'),
     (lambda C: AffineSet(C[0], C.T).contains(C, atol=-1.), ValueError, 'atol'),

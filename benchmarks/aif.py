@@ -56,9 +56,9 @@ def main():
         opt.zero_grad(); nn.functional.cross_entropy(model(X), Y).backward(); opt.step()
     r = Risk(model, 'cross_entropy', X, Y)
     t_fit = time.perf_counter() - t
-    from setsens.aif import _lanczos
+    from setsens.linalg import lanczos
     t = time.perf_counter()
-    theta, res, m = _lanczos(r.hvp, r.p, 30, r.dtype, r.device)
+    theta, res, m = lanczos(r.hvp, r.p, 30, r.dtype, r.device, residuals=True)
     lam = a.damping if a.damping is not None else max(1e-3, -2 * float(theta[0]))
     t_lan = time.perf_counter() - t
     print(f'MLP {a.d}-{a.width}-{a.width}-{a.classes} (tanh): {r.p:,} parameters, n = {a.n:,}, {a.dtype}, {a.threads} threads; '

@@ -20,6 +20,9 @@ _all_ = ['adversarial_direction']
 __getattr__ = moved(__name__, {**dict.fromkeys(['robust_fit', 'RobustFitInfo', '_pgd', '_robust_value_grad', '_linreg_exact', '_robust_exact', '_norm_derivs', '_linear_layer', '_is_mse'], 'setsens.robust'),
                                '_linreg_data': 'setsens.robust', '_linreg_risk': 'setsens.robust',
                                **dict.fromkeys(['aif_study', '_figure1', '_fig1_table', '_fine_scan', '_coverage', '_population_aif_linreg', '_blobs_mlp', '_mlp_example'], 'setsens.aif_study')})
+from .linalg import lanczos, minnorm_solve
+_lanczos = lambda matvec, p, k, dtype, device, seed=0: lanczos(matvec, p, k, dtype, device, seed, residuals=True)   # its signature before issue 14
+_minnorm_solve = minnorm_solve   # its name before issue 14
 
 # %% auto #0
 __all__ = ['AIFInfo', 'aif', 'ModelSensitivity', 'model_sensitivity', 'AIFInterval', 'aif_confidence_interval',
@@ -39,34 +42,9 @@ def _default_rtol(dtype) -> float: return 1e-10 if torch.finfo(dtype).eps < 1e-1
 
 
 # %% ../nbs/21_aif.ipynb #08e5a6b7
-def _lanczos(matvec, p: int, k: int, dtype, device, seed: int=0):
-    "k Lanczos steps (full reorthogonalisation) on a symmetric operator: Ritz values (ascending), residual bounds, steps."
-    g = torch.Generator().manual_seed(seed)
-    q = torch.randn(p, generator=g, dtype=dtype).to(device)
-    q = q / q.norm()
-    k = max(1, min(k, p))
-    Q = torch.zeros(k, p, dtype=dtype, device=device)
-    alphas, betas = [], []
-    qprev, beta = torch.zeros_like(q), 0.
-    for j in range(k):
-        Q[j] = q
-        w = matvec(q) - beta * qprev
-        a = torch.dot(q, w); w = w - a * q
-        for _ in range(2): w = w - Q[:j+1].T @ (Q[:j+1] @ w)
-        alphas.append(a); beta = w.norm()
-        if j == k - 1 or beta <= 1e-12 * max(abs(float(x)) for x in alphas): break
-        betas.append(beta); qprev, q = q, w / beta
-    m = len(alphas)
-    T = torch.diag(torch.stack(alphas))
-    if m > 1:
-        b = torch.stack(betas[:m-1]); T = T + torch.diag(b, 1) + torch.diag(b, -1)
-    theta, S = torch.linalg.eigh(T)
-    res = (beta * S[-1]).abs() if j == k - 1 else torch.zeros_like(theta)
-    return theta, res, m
-
 def _auto_damping(risk, steps: int=30, margin: float=0.1, seed: int=0) -> tuple[float, dict]:
     "λ from a Lanczos estimate of the most negative eigenvalue of H: 0 if the lowest Ritz value is ≥ 0, else (1+margin)(r₁ − θ₁)."
-    theta, res, m = _lanczos(risk.H, risk.p, steps, risk.dtype, risk.device, seed)
+    theta, res, m = lanczos(risk.H, risk.p, steps, risk.dtype, risk.device, seed, residuals=True)
     t1, r1, tmax = float(theta[0]), float(res[0]), float(theta[-1])
     lam = 0. if t1 >= 0 else (1 + margin) * (r1 - t1)
     return lam, dict(lanczos_steps=m, ritz_min=t1, ritz_min_residual=r1, ritz_max=tmax, margin=margin)
@@ -101,16 +79,6 @@ _H_BAD = "the Hessian ∇²_θ R contains NaN or Inf (is the loss twice differen
 def _rhs(risk, dX, idx=None):
     "−J ΔX (ΔX on the rows idx only, if given), checked: NaN/Inf is reported as the user's risk (or scale), never as a solver's internal argument."
     return -_as_risk_error(lambda: risk.jx(dX, idx), _RHS_BAD)
-
-def _minnorm_solve(H: torch.Tensor, B: torch.Tensor):
-    "The minimum-norm least-squares solution of H x = B for symmetric H (eigendecomposition); and (eig_min, eig_max, rank)."
-    ev, V = torch.linalg.eigh(H)
-    tol = ev.abs().max() * H.shape[0] * torch.finfo(H.dtype).eps
-    keep = ev.abs() > tol
-    inv = torch.where(keep, 1 / torch.where(keep, ev, torch.ones_like(ev)), torch.zeros_like(ev))
-    Bm = B if B.ndim == 2 else B[:, None]
-    x = V @ (inv[:, None] * (V.T @ Bm))
-    return (x if B.ndim == 2 else x[:, 0]), dict(eig_min=float(ev[0]), eig_max=float(ev[-1]), rank=int(keep.sum()))
 
 def aif_shift(risk, # a `setsens.risk.Risk` (or `DistributedRisk`) at θ̂
               dX: torch.Tensor, # the data perturbation ΔX (X-shaped, or the rows `idx` only)
@@ -231,7 +199,7 @@ def aif(risk, # a `setsens.risk.Risk` at the (standard) minimiser θ̂
     dX = scale * phi
     if method == 'dense':
         H = _dense_hessian(risk) + lam * torch.eye(risk.p, dtype=risk.dtype, device=risk.device)
-        I_hat, sinfo = _minnorm_solve(H, _rhs(risk, dX))
+        I_hat, sinfo = minnorm_solve(H, _rhs(risk, dX))
         conv = True
     else:
         I_hat, sinfo = aif_shift(risk, dX, lam, rtol, maxiter, x0)
@@ -336,7 +304,7 @@ def aif_confidence_interval(risk, # a `Risk` at θ̂
     if chunk is None: chunk = max(1, min(n, 2**22 // max(1, X.numel())))
     if method == 'dense':
         H = _dense_hessian(risk) + lam * torch.eye(P, dtype=risk.dtype, device=risk.device)
-        solve = lambda D, idx: _minnorm_solve(H, _rhs(risk, D, idx))[0]
+        solve = lambda D, idx: minnorm_solve(H, _rhs(risk, D, idx))[0]
     else:                                      # the same solve as `aif`: solution_shift, one right-hand side per example
         def solve(D, idx):
             x, inf = aif_shift(risk, D, lam, rtol, maxiter, idx=idx)

@@ -113,8 +113,10 @@ class _MixedAdjoint(LinearOperator):
 
 # %% ../nbs/03_linalg.ipynb #e108377a
 def lanczos(op, # symmetric operator v (p,) -> (p,)
-             p:int, steps:int, dtype, device, seed:int=0):
-    "`steps` Lanczos steps (full reorthogonalisation) from a seeded random start: (Ritz values ascending (float64, CPU), steps run)."
+             p:int, steps:int, dtype, device, seed:int=0,
+             residuals:bool=False, # also return the residual bounds |β_m s_mk| of the Ritz pairs (0 on an invariant subspace)
+            ):
+    "`steps` Lanczos steps (full reorthogonalisation) from a seeded random start: (Ritz values ascending (float64, CPU), steps run); with `residuals`, (Ritz values, residual bounds, steps run)."
     g = torch.Generator().manual_seed(seed)                  # a private generator: the global RNG is not touched
     q = torch.randn(p, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
     Q, al, bt = [q/torch.linalg.vector_norm(q)], [], []
@@ -132,7 +134,10 @@ def lanczos(op, # symmetric operator v (p,) -> (p,)
     T = torch.diag(torch.stack(al).double().cpu())
     if m > 1:
         e = torch.stack(bt[:m-1]).double().cpu(); T = T + torch.diag(e, 1) + torch.diag(e, -1)
-    return torch.linalg.eigvalsh(T), m
+    if not residuals: return torch.linalg.eigvalsh(T), m
+    theta, S = torch.linalg.eigh(T)
+    last = float(bt[-1]) if len(bt) == m else 0.              # len(bt) < m: the space became invariant, the pairs are exact
+    return theta, (last*S[-1]).abs(), m
 
 # %% ../nbs/03_linalg.ipynb #4962b323
 @doc_params

@@ -168,7 +168,7 @@ def solution_set_estimate(dwR: torch.Tensor, # ∇_w R (p, p)
                           w_bar: torch.Tensor, # the original solution w̄ (p,)
                           rtol: float|None=None, # rank tolerance (see `graphical_derivative`)
                          ) -> AffineSet:
-    "Eq. 15: the estimated new solution set w̄ + DS(x̄|w̄)(Δx) as an `AffineSet`."
+    "Eq. 15: the estimated new solution set w̄ + DS(x̄|w̄)(Δx) as an `AffineSet`, from dense ∇_wR, ∇_xR (its matrix-free counterpart, sampling points of the same set from a risk: `estimate_solution_set`)."
     D = graphical_derivative(dwR, dxR, mu, rtol)
     _check_vec(w_bar, 'w_bar', dwR.shape[0], dwR)
     return AffineSet(w_bar + D.point, D.basis)
@@ -369,7 +369,7 @@ def estimate_solution_set(risk, # a `setsens.risk.Risk` (any `BaseRisk`) at (x̄
                           check: bool=True, # as in `solution_shift`
                           **solver_kwargs,
                          ) -> tuple[torch.Tensor, list]:
-    "Sample the estimated new solution set w̄ + DS(x̄|w̄)(ΔX) (eq. 15): n batched solves from random starts; returns ((n, p) points, per-point KrylovInfo list)."
+    "Sample the estimated new solution set w̄ + DS(x̄|w̄)(ΔX) (eq. 15): n batched solves from random starts; returns ((n, p) points, per-point KrylovInfo list). Matrix-free; `solution_set_estimate` gives the same set as an `AffineSet` from dense matrices."
     n, seed = check_count(n, 'n', what='point'), _seed(seed)
     nd = len(_check_risk(risk).x_shape)
     if isinstance(dX, torch.Tensor) and dX.ndim != nd:

@@ -48,7 +48,7 @@ Cases already tested elsewhere are not repeated here; this table says where each
 | meta tensors in the AIF family                                  | test_aif_args.py::test_meta_refused[*]                                                      |
 | `b: contains NaN` where the user's dX / gradient is at fault    | test_aif_args.py::test_aif_overflowing_rhs_names_risk_and_scale[*],                        |
 |                                                                 | test_aif_args.py::test_nonfinite_hessian_names_risk[*],                                     |
-|                                                                 | test_bad_inputs.py::test_solution_shift_bad_input[shift-dX-inf]                             |
+|                                                                 | test_graphical_bad_inputs.py::test_solution_shift_bad_input[shift-dX-inf]                             |
 
 Here: the cases the issue lists that those files do not reach — meta-device models and data given to `Risk` and to
 the dense functions (`setsens.sets`, `setsens.graphical`, `setsens.krylov`); custom backwards that are not twice

@@ -7,10 +7,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 from .core import check_tensor, check_same, atomic_write, progress as _progress
+from .risk import LOSSES, check_eval_mode
 
 # %% auto #0
 __all__ = ['flatten_params', 'unflatten_params', 'filter_normalized_direction', 'plane_from_shifts', 'plane_coordinates',
@@ -18,13 +18,11 @@ __all__ = ['flatten_params', 'unflatten_params', 'filter_normalized_direction', 
 
 # %% ../nbs/13_landscape.ipynb #41772d36
 def _layout_of(layout) -> list[tuple[str, torch.Size]]:
-    "Names and shapes of the tensors a flat vector splits into, from a module, a dict or a Risk-like object."
+    "Names and shapes of the tensors a flat vector splits into, from a module or a dict."
     if isinstance(layout, nn.Module):
         return [(k, p.shape) for k, p in layout.named_parameters() if p.requires_grad]
     if isinstance(layout, Mapping):
         return [(k, torch.Size(v.shape if isinstance(v, torch.Tensor) else v)) for k, v in layout.items()]
-    if hasattr(layout, 'unflatten') and hasattr(layout, 'w'):  # a setsens.risk.Risk
-        return [(k, v.shape) for k, v in layout.unflatten(layout.w).items()]
     raise TypeError(f"layout: expected an nn.Module, a dict name → tensor/shape or a Risk, got {type(layout).__name__}")
 
 def flatten_params(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -34,7 +32,11 @@ def flatten_params(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
 def unflatten_params(w: torch.Tensor, # flat vector (p,)
                      layout, # a module, a dict name → tensor/shape, or a Risk: how `w` splits
                     ) -> dict[str, torch.Tensor]:
-    "Split a flat vector into a dict of tensors shaped as `layout` says (views of `w`)."
+    "Split a flat vector into a dict of tensors shaped as `layout` says (views of `w`); a Risk splits it itself (`Risk.unflatten`)."
+    if hasattr(layout, 'unflatten') and hasattr(layout, 'w'):  # a setsens.risk.Risk (or DistributedRisk): its own layout
+        check_tensor(w, 'w', ndim=1)
+        if w.shape != layout.w.shape: raise ValueError(f"w: has {w.numel()} entries but the layout needs {layout.w.numel()}")
+        return layout.unflatten(w)
     lay = _layout_of(layout)
     sizes = [math.prod(s) for _, s in lay]
     check_tensor(w, 'w', ndim=1)
@@ -135,17 +137,16 @@ def plane_coordinates(points, # flat weights (p,) or (m, p), or a dict / list of
     return (ab, res) if return_residual else ab
 
 # %% ../nbs/13_landscape.ipynb #1a478a31
-def model_loss_fn(model: nn.Module, # the network; must be in eval mode if it has BatchNorm/Dropout
-                  loss="cross_entropy", # "cross_entropy", "mse" (½‖f − y‖² summed over outputs) or a callable → (b,)
+def model_loss_fn(model: nn.Module, # the network; in eval mode if it has BatchNorm/dropout (as for `Risk`)
+                  loss="cross_entropy", # a name of `setsens.risk.LOSSES` ("cross_entropy", "mse": ½‖f − y‖² summed over outputs) or a callable → (b,)
                  ):
     "A function `f(w, X, Y)` → mean per-example loss of `model` at weights `w` (flat vector or dict) on a batch."
-    if model.training and any(isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.Dropout)) for m in model.modules()):
-        raise ValueError("model: is in train mode and has BatchNorm/Dropout, so its loss would depend on the batch; "
-                         "call model.eval() first")
+    try: check_eval_mode(model)   # the policy of `Risk`: BatchNorm, dropout, RReLU, ... in train mode are refused
+    except ValueError as e:
+        raise ValueError(f"{e}; for model_loss_fn too: call model.eval() first" if model.training else str(e)) from None
     if isinstance(loss, str):
-        if loss == 'cross_entropy': per = lambda out, y: F.cross_entropy(out, y, reduction='none')
-        elif loss == 'mse': per = lambda out, y: 0.5*(out - y).pow(2).reshape(len(out), -1).sum(1)
-        else: raise ValueError(f"loss: expected 'cross_entropy', 'mse' or a callable, got {loss!r}")
+        if loss not in LOSSES: raise ValueError(f"loss: expected a callable or one of {sorted(LOSSES)}, got {loss!r}")
+        per = LOSSES[loss]   # the per-example losses of `Risk`
     elif callable(loss): per = loss
     else: raise TypeError(f"loss: expected a string or a callable, got {type(loss).__name__}")
     buffers = dict(model.named_buffers())
@@ -156,6 +157,7 @@ def model_loss_fn(model: nn.Module, # the network; must be in eval mode if it ha
         return l.mean()
     return f
 
+# %% ../nbs/13_landscape.ipynb #8a602925
 def _axpy(w0, d1, d2, a: float, b: float):
     if isinstance(w0, Mapping): return {k: w0[k] + a*d1[k] + b*d2[k] for k in w0}
     return w0 + a*d1 + b*d2

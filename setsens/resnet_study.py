@@ -4,130 +4,27 @@
 
 # %% ../nbs/14_resnet.ipynb #e0433a6d
 from __future__ import annotations
-import math, time, warnings
-from dataclasses import dataclass, field, replace, asdict
+import time
+from dataclasses import dataclass
 from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
-from .core import check_tensor, check_positive, in_test, default_device, progress, Result, results_markdown, atomic_write
+from .core import in_test, default_device, Result, atomic_write, moved
 from .risk import Risk
 from .graphical import solution_shift, estimate_solution_set
-from .landscape import (unflatten_params, plane_from_shifts, plane_coordinates, model_loss_fn,
+from .landscape import (plane_from_shifts, plane_coordinates, model_loss_fn,
                                loss_surface, plot_surface)
 from .cifar import load_pretrained, cifar10
+from . import poisoning
 
 # %% auto #0
-__all__ = ['SIZES', 'margin_cross_entropy', 'example_losses', 'Poisoning', 'calibrate_step', 'poison', 'table1_shifts',
-           'row_losses', 'linearization_gap', 'retrain', 'seed_study', 'figure4', 'StudySize', 'run_study',
-           'resnet_study', 'plot_convergence', 'study_results']
+__all__ = ['SIZES', 'table1_shifts', 'row_losses', 'seed_study', 'figure4', 'StudySize', 'run_study', 'resnet_study',
+           'plot_convergence', 'study_results']
 
-# %% ../nbs/14_resnet.ipynb #fada0a02
-def margin_cross_entropy(out: torch.Tensor, # logits (b, C)
-                         y: torch.Tensor, # integer labels (b,)
-                        ) -> torch.Tensor:
-    "Per-example cross-entropy −log softmax(out)[y] as log(1 + exp(logsumexp_{j≠y}(z_j − z_y))): exact, and accurate in float32 for tiny losses."
-    zy = out.gather(1, y[:, None])
-    d = (out - zy).masked_fill(F.one_hot(y, out.shape[1]).bool(), float('-inf'))
-    m = torch.logsumexp(d, 1)
-    return torch.logaddexp(torch.zeros_like(m), m)      # log(1 + e^m), exact for every m (F.softplus linearises above 20)
-
-# %% ../nbs/14_resnet.ipynb #8e123b41
-@torch.no_grad()
-def example_losses(model: nn.Module, # the network, in eval mode; its buffers (BatchNorm statistics) are used
-                   w: torch.Tensor, # flat trainable parameters (p,), in `model.named_parameters()` order
-                   X: torch.Tensor, # inputs (n, ...)
-                   Y: torch.Tensor, # labels (n,)
-                   loss=margin_cross_entropy, # per-example loss(out, y) -> (b,)
-                   batch_size: int=256, # rows per forward pass
-                  ) -> torch.Tensor:
-    "Per-example losses (n,) of `model` at flat weights `w` on (X, Y)."
-    if model.training: raise ValueError("model: is in train mode (BatchNorm would use batch statistics); call model.eval()")
-    check_tensor(X, 'X'); check_tensor(Y, 'Y', ndim=1, floating=False)
-    if len(X) != len(Y): raise ValueError(f"X, Y: {len(X)} inputs but {len(Y)} labels")
-    params, buffers = unflatten_params(w, model), dict(model.named_buffers())
-    return torch.cat([loss(functional_call(model, (params, buffers), (X[i:i+batch_size],)), Y[i:i+batch_size])
-                      for i in range(0, len(X), batch_size)])
-
-# %% ../nbs/14_resnet.ipynb #f318d71e
-@dataclass
-class Poisoning:
-    "Points K moved by δ along unit directions: x_k^p = x̄_k + δ Δx_k."
-    idx: torch.Tensor # K, the perturbed rows (|K|,)
-    directions: torch.Tensor # Δx_k, unit norm each, (|K|, ...)
-    delta: float # δ, the step (norm of each point's perturbation)
-    grad_norms: torch.Tensor|None=None # ‖∇_{x_k} L(w̄)‖ before normalisation
-    target: float|None=None # the mean perturbed loss at w̄ that δ was chosen for
-
-    @property
-    def dX(self) -> torch.Tensor:
-        "The perturbations δ Δx_k of the rows in K, (|K|, ...)."
-        return self.delta*self.directions
-
-    def apply(self, X: torch.Tensor) -> torch.Tensor:
-        "The poisoned data x^p (a copy of X with the rows in K moved)."
-        Xp = X.clone(); Xp[self.idx] += self.dX.to(X.dtype)
-        return Xp
-
-    def full(self, X: torch.Tensor) -> torch.Tensor:
-        "ΔX shaped like X: δ Δx_k on the rows in K, zero elsewhere."
-        D = torch.zeros_like(X); D[self.idx] = self.dX.to(X.dtype)
-        return D
-
-    def scaled(self, factor: float) -> Poisoning:
-        "The same directions with step factor·δ."
-        return replace(self, delta=self.delta*float(factor), target=None)
-
-    def __repr__(self): return f"Poisoning(|K|={len(self.idx)}, delta={self.delta:.4g}, target={self.target})"
-
-def _mean_loss(model, w, X, Y, batch_size):
-    return float(example_losses(model, w, X, Y, batch_size=batch_size).double().mean())
-
-def calibrate_step(model: nn.Module, # the network in eval mode
-                   w: torch.Tensor, # flat weights w̄ (p,)
-                   X: torch.Tensor, Y: torch.Tensor, # the points to perturb (|K|, ...), (|K|,)
-                   D: torch.Tensor, # unit directions (|K|, ...)
-                   target: float, # the mean loss on the perturbed points to reach
-                   rtol: float=1e-3, # relative width of the final bracket
-                   delta0: float=1e-2, # first step tried
-                   batch_size: int=256, # rows per forward pass
-                  ) -> float:
-    "The smallest step δ (to `rtol`) on the first crossing where the mean loss at X + δD reaches `target`."
-    target = check_positive(target, 'target')
-    f = lambda d: _mean_loss(model, w, X + d*D, Y, batch_size)
-    if f(0.) >= target: raise ValueError(f"target: the loss is already {f(0.):.3g} >= {target:.3g} without perturbation")
-    lo, hi = 0., check_positive(delta0, 'delta0')
-    while f(hi) < target:
-        lo, hi = hi, 2*hi
-        if hi > 1e6: raise ValueError(f"target: no step up to 1e6 raises the mean loss to {target:.3g}")
-    while hi - lo > rtol*hi:
-        mid = 0.5*(lo + hi)
-        lo, hi = (mid, hi) if f(mid) < target else (lo, mid)
-    return hi
-
-def poison(model: nn.Module, # the network in eval mode, at w̄
-           X: torch.Tensor, Y: torch.Tensor, # the clean data x̄ (n, ...), labels (n,)
-           idx, # K: the rows to perturb (ints)
-           target: float|None=None, # choose δ so that the mean loss on K at w̄ reaches this
-           delta: float|None=None, # or give δ directly
-           loss=margin_cross_entropy, # per-example loss
-           batch_size: int=256, # rows per batch
-          ) -> Poisoning:
-    "Perturb rows K along their unit input gradients ∇_{x_k}L(w̄)/‖·‖ with a step δ given or calibrated to `target`."
-    if (target is None) == (delta is None): raise ValueError("target, delta: give exactly one of them")
-    K = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
-    if K.numel() == 0: raise ValueError("idx: K is empty")
-    if int(K.min()) < 0 or int(K.max()) >= len(X) or K.unique().numel() != K.numel():
-        raise ValueError(f"idx: expected distinct rows in [0, {len(X)}), got {K.tolist()[:10]}")
-    K = K.to(X.device)
-    g = Risk(model, loss, X[K], Y[K], batch_size=batch_size).grad_x()
-    nrm = g.reshape(len(K), -1).norm(dim=1)
-    if not bool((nrm > 0).all()): raise ValueError(f"idx: rows {K[nrm == 0].tolist()} have a zero input gradient (no direction)")
-    D = g/nrm.view(-1, *([1]*(g.ndim - 1)))
-    w = torch.cat([p.detach().reshape(-1) for p in model.parameters() if p.requires_grad])
-    if delta is None: delta = calibrate_step(model, w, X[K], Y[K], D, target, batch_size=batch_size)
-    return Poisoning(K, D, check_positive(delta, 'delta'), nrm, target)
+# %% ../nbs/14_resnet.ipynb #d7c79666
+__getattr__ = moved(__name__, {n: 'setsens.poisoning' for n in ('margin_cross_entropy', 'example_losses', 'Poisoning',
+                                                                'calibrate_step', 'poison', 'linearization_gap', 'retrain')})
 
 # %% ../nbs/14_resnet.ipynb #4550ede7
 def table1_shifts(risk: Risk, # the risk at (x̄, w̄) (all n clean points)
@@ -135,7 +32,7 @@ def table1_shifts(risk: Risk, # the risk at (x̄, w̄) (all n clean points)
                   maxiter: int|None=None, # MINRES iteration limit
                   rtol: float=1e-6, # MINRES tolerance
                   track: bool=True, # record the perturbed loss of every eq. 14 iterate
-                  loss=margin_cross_entropy, # per-example loss for the tracking
+                  loss=poisoning.margin_cross_entropy, # per-example loss for the tracking
                   batch_size: int=256, # rows per forward pass when tracking
                  ) -> dict:
     "Solve eq. 17 for several poisonings at once (batched MINRES); Δw for both weightings, the solver info and the loss history."
@@ -145,7 +42,7 @@ def table1_shifts(risk: Risk, # the risk at (x̄, w̄) (all n clean points)
     scale = torch.tensor([n/len(P.idx) for P in rows], dtype=risk.dtype, device=risk.device)
     hist, t0 = [], time.perf_counter()
     def cb(W):
-        hist.append([_mean_loss(risk.model, risk.w + scale[j]*W[:, j], P.apply(X)[P.idx], Y[P.idx], batch_size)
+        hist.append([poisoning.mean_example_loss(risk.model, risk.w + scale[j]*W[:, j], P.apply(X)[P.idx], Y[P.idx], batch_size)
                      for j, P in enumerate(rows)])
     dW, info = solution_shift(risk, dX, weighting="mean", rtol=rtol, maxiter=maxiter, check=False,
                               callback=cb if track else None)
@@ -156,7 +53,7 @@ def table1_shifts(risk: Risk, # the risk at (x̄, w̄) (all n clean points)
 def row_losses(model: nn.Module, # the network in eval mode
                w_bar: torch.Tensor, # flat w̄ (p,)
                X: torch.Tensor, Y: torch.Tensor, # clean data (n, ...), (n,)
-               P: Poisoning, # the perturbation of this row
+               P: poisoning.Poisoning, # the perturbation of this row
                shifts: dict, # name -> flat Δw (p,)
                batch_size: int=256, # rows per forward pass
               ) -> dict:
@@ -165,69 +62,10 @@ def row_losses(model: nn.Module, # the network in eval mode
     mask[P.idx] = False
     out = {}
     for name, dw in {'w_bar': torch.zeros_like(w_bar), **shifts}.items():
-        l = example_losses(model, w_bar + dw, Xp, Y, batch_size=batch_size).double()
+        l = poisoning.example_losses(model, w_bar + dw, Xp, Y, batch_size=batch_size).double()
         out[name] = dict(perturbed=float(l[~mask].mean()), unperturbed=float(l[mask].mean()) if bool(mask.any()) else float('nan'),
                          all=float(l.mean()), norm=float(dw.norm()))
     return out
-
-# %% ../nbs/14_resnet.ipynb #b3ec483d
-def linearization_gap(model: nn.Module, # the network in eval mode, at w̄
-                      X: torch.Tensor, Y: torch.Tensor, # the clean data
-                      P: Poisoning, # the perturbation
-                      loss=margin_cross_entropy, # per-example loss
-                      batch_size: int=256, # rows per chunk
-                     ) -> dict:
-    "‖∇_wL(x^p) − ∇_wL(x̄)‖ / ‖J δΔx‖ and the cosine between them, summed over the rows in K."
-    r = Risk(model, loss, X[P.idx], Y[P.idx], batch_size=batch_size)
-    actual = r.at(X=X[P.idx] + P.dX.to(X.dtype)).grad() - r.grad()
-    linear = r.jx(P.dX.to(X.dtype))
-    return dict(ratio=float(actual.norm()/linear.norm()),
-                cos=float(F.cosine_similarity(actual.double(), linear.double(), dim=0)))
-
-# %% ../nbs/14_resnet.ipynb #450ed6c9
-def retrain(model: nn.Module, # the network in eval mode (BatchNorm running statistics stay fixed)
-            w0: torch.Tensor, # flat starting weights (p,), e.g. w̄
-            X: torch.Tensor, Y: torch.Tensor, # the (poisoned) training data
-            steps: int, # step budget
-            lr: float=0.1, # learning rate
-            momentum: float=0.9, # heavy-ball momentum
-            monitor=None, # rows whose mean loss decides when to stop (default: all)
-            stop_below: float|None=None, # stop once the monitored mean loss is at or below this
-            loss=margin_cross_entropy, # per-example loss
-            batch_size: int=256, # rows per forward/backward chunk (full-batch gradient)
-           ) -> tuple[torch.Tensor, dict]:
-    "Full-batch gradient descent with momentum from w0 on the mean loss; returns (w, history with 'loss', 'monitored', 'steps', 'seconds')."
-    if model.training: raise ValueError("model: is in train mode; call model.eval() (BatchNorm statistics stay fixed)")
-    if int(steps) < 0: raise ValueError(f"steps: must be >= 0, got {steps}")
-    check_positive(lr, 'lr')
-    n = len(X)
-    M = torch.zeros(n, dtype=torch.bool, device=X.device)
-    if monitor is None: M[:] = True
-    else: M[torch.as_tensor(monitor, dtype=torch.long, device=X.device)] = True
-    buffers = dict(model.named_buffers())
-    w = w0.detach().clone().requires_grad_(True)
-    opt = torch.optim.SGD([w], lr=lr, momentum=momentum)
-    hist = dict(loss=[], monitored=[], steps=0)
-    t0 = time.perf_counter()
-    def evaluate(backward):
-        params = unflatten_params(w, model)
-        ls = []
-        for i in range(0, n, batch_size):
-            l = loss(functional_call(model, (params, buffers), (X[i:i+batch_size],)), Y[i:i+batch_size])
-            if backward: (l.sum()/n).backward()
-            ls.append(l.detach())
-        ls = torch.cat(ls).double()
-        return float(ls.mean()), float(ls[M].mean())
-    for s in range(int(steps) + 1):
-        opt.zero_grad()
-        last = s == int(steps)
-        with torch.set_grad_enabled(not last):
-            lo, lm_ = evaluate(backward=not last)
-        hist['loss'].append(lo); hist['monitored'].append(lm_)
-        if last or (stop_below is not None and lm_ <= stop_below): break
-        opt.step(); hist['steps'] = s + 1
-    hist['seconds'] = time.perf_counter() - t0
-    return w.detach(), hist
 
 # %% ../nbs/14_resnet.ipynb #5675a6fb
 def _pairwise(S):
@@ -236,7 +74,7 @@ def _pairwise(S):
     return D[iu[0], iu[1]]
 
 def seed_study(risk: Risk, # the risk at (x̄, w̄)
-               P: Poisoning, # the perturbation (e.g. 500 of 1000 points)
+               P: poisoning.Poisoning, # the perturbation (e.g. 500 of 1000 points)
                seeds: int=4, # number of random starts
                seed: int=0, # seed of the generator drawing the starts
                maxiter: int|None=None, # MINRES iteration limit
@@ -258,7 +96,7 @@ def seed_study(risk: Risk, # the risk at (x̄, w̄)
     L = row_losses(model, w_bar, X, Y, P, {**est, 'min-norm (mean)': dw_min*(len(P.idx)/n)}, batch_size)
     stop = min(min(L[k]['perturbed'] for k in est), 0.5*L['w_bar']['perturbed'])
     Xp = P.apply(X)
-    w_rt, hist = retrain(model, w_bar, Xp, Y, retrain_steps, lr=retrain_lr, monitor=P.idx, stop_below=stop,
+    w_rt, hist = poisoning.retrain(model, w_bar, Xp, Y, retrain_steps, lr=retrain_lr, monitor=P.idx, stop_below=stop,
                          batch_size=batch_size)
     rt = w_rt - w_bar
     L.update(row_losses(model, w_bar, X, Y, P, {'re-trained': rt}, batch_size))
@@ -292,7 +130,7 @@ def figure4(model: nn.Module, # the network in eval mode
     pad = margin*(hi - lo).clamp_min(1e-3)
     alphas = torch.linspace(float(lo[0] - pad[0]), float(hi[0] + pad[0]), int(grid))
     betas = torch.linspace(float(lo[1] - pad[1]), float(hi[1] + pad[1]), int(grid))
-    f = model_loss_fn(model, margin_cross_entropy)
+    f = model_loss_fn(model, poisoning.margin_cross_entropy)
     Z = loss_surface(f, w_bar, d1, d2, alphas, betas, X=X, Y=Y, batch_size=batch_size, progress=progress)
     fig = plot_surface(alphas, betas, Z, points=coords, labels=names, out=out, log=log, title=title)
     return dict(alphas=alphas, betas=betas, grid=Z, coords=coords, residuals=res, d1=d1, d2=d2, fig=fig)
@@ -344,9 +182,9 @@ def run_study(size: StudySize|str="quick", # a StudySize or a key of SIZES
     t0 = time.perf_counter()
     model = load_pretrained(device=device)
     X, Y = cifar10(n=size.n, device=device)
-    risk = Risk(model, margin_cross_entropy, X, Y, batch_size=size.batch_size, hvp_mode=size.hvp_mode)
+    risk = Risk(model, poisoning.margin_cross_entropy, X, Y, batch_size=size.batch_size, hvp_mode=size.hvp_mode)
     w_bar, bs = risk.w, size.batch_size
-    rows = [poison(model, X, Y, range(k), target=t, batch_size=bs) for k, t in zip(size.rows, size.targets)]
+    rows = [poisoning.poison(model, X, Y, range(k), target=t, batch_size=bs) for k, t in zip(size.rows, size.targets)]
     T = table1_shifts(risk, rows, maxiter=size.maxiter, batch_size=bs)
     T['losses'] = [row_losses(model, w_bar, X, Y, P, {'eq14': T['dw_eq14'][:, j], 'mean': T['dw_mean'][:, j]}, bs)
                    for j, P in enumerate(rows)]
@@ -356,12 +194,12 @@ def run_study(size: StudySize|str="quick", # a StudySize or a key of SIZES
         for fct in size.sweep:
             Pf = P.scaled(fct); XpK = Pf.apply(X)[P.idx]
             sweep.append(dict(k=len(P.idx), factor=fct, delta=Pf.delta,
-                              w_bar=_mean_loss(model, w_bar, XpK, YK, bs),
-                              eq14=_mean_loss(model, w_bar + fct*T['dw_eq14'][:, j], XpK, YK, bs),
-                              mean=_mean_loss(model, w_bar + fct*T['dw_mean'][:, j], XpK, YK, bs)))
-    T['gap'] = [linearization_gap(model, X, Y, P, batch_size=bs) for P in rows]
+                              w_bar=poisoning.mean_example_loss(model, w_bar, XpK, YK, bs),
+                              eq14=poisoning.mean_example_loss(model, w_bar + fct*T['dw_eq14'][:, j], XpK, YK, bs),
+                              mean=poisoning.mean_example_loss(model, w_bar + fct*T['dw_mean'][:, j], XpK, YK, bs)))
+    T['gap'] = [poisoning.linearization_gap(model, X, Y, P, batch_size=bs) for P in rows]
     t_table = time.perf_counter() - t0
-    Ps = poison(model, X, Y, range(size.k_seeds), target=size.seed_target, batch_size=bs)
+    Ps = poisoning.poison(model, X, Y, range(size.k_seeds), target=size.seed_target, batch_size=bs)
     Sd = seed_study(risk, Ps, seeds=size.seeds, maxiter=size.maxiter, retrain_steps=size.retrain_steps,
                     retrain_lr=size.retrain_lr, batch_size=bs)
     t_seeds = time.perf_counter() - t0 - t_table

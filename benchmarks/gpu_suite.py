@@ -149,7 +149,8 @@ def rhs_section(S, dev, md):
 
 
 def table1_section(S, dev, md):
-    from setsens.resnet_study import margin_cross_entropy, poison, table1_shifts, row_losses
+    from setsens.poisoning import margin_cross_entropy, poison
+    from setsens.resnet_study import table1_shifts, row_losses
     n = S['t1_n']
     md.append(f"## 3. Table 1 at n = {n} images (paper size: 1,000), one batched MINRES solve\n")
     model, X, Y = load(n, dev)

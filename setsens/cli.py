@@ -8,8 +8,8 @@ import argparse, contextlib, inspect, json, os, signal, stat, sys, tempfile, tim
 from pathlib import Path
 import torch
 from .core import Result, results_markdown, counts_markdown, data_dir, atomic_write
-from .toy import toy_study
-from .dfcnn import dfcnn_study
+from .toy_study import toy_study
+from .dfcnn_study import dfcnn_study
 from .resnet_study import resnet_study
 from .aif_study import aif_study
 from .cases_study import cases_study

@@ -6,18 +6,18 @@
 from __future__ import annotations
 import math, warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 import torch
 from torch import nn
+from fastcore.basics import patch
 from torch.func import functional_call, hessian, jacfwd, jacrev, grad, vmap
-from .core import check_tensor, check_same, check_positive, check_count, in_test, progress, Result, atomic_write
+from .core import check_tensor, check_same, check_positive, check_count, moved
 from .sets import AffineSet, excess
 from .graphical import lipschitz_modulus
 
 # %% auto #0
 __all__ = ['DFCNN', 'FitInfo', 'fit_zero_loss', 'trained_dfcnn', 'layer_gram', 'layer_lipschitz_modulus', 'theorem2_kappa',
            'layer_jacobian', 'project_layer', 'dense_layer_blocks', 'exact_layer_modulus', 'Assumption2Check',
-           'check_assumption2', 'solution_set', 'InclusionRow', 'inclusion_check', 'dfcnn_study']
+           'check_assumption2', 'solution_set', 'InclusionRow', 'inclusion_check']
 
 # %% ../nbs/11_dfcnn.ipynb #1902a526
 class DFCNN(nn.Module):
@@ -64,30 +64,31 @@ class DFCNN(nn.Module):
         for L in self.layers: x = self.activation(L(x))
         return x @ self.a
 
-    @classmethod
-    def from_sequential(cls, seq: nn.Sequential # Linear, ReLU, …, Linear, ReLU, Linear(m, 1), all bias-free
-                       ) -> DFCNN:
-        "Copy a bias-free `Linear`/`ReLU` stack ending in a `Linear(m, 1)` into a `DFCNN`; refuse anything else."
-        mods = list(seq)
-        if len(mods) < 3 or len(mods) % 2 == 0:
-            raise ValueError("model: expected Linear, ReLU, …, Linear, ReLU, Linear(m, 1) (eq. 8)")
-        for i, L in enumerate(mods):
-            if i % 2 == 1:
-                if type(L) is not nn.ReLU:
-                    raise ValueError(f"model: module {i} is {type(L).__name__}; eq. 8 (Theorems 2–3) needs ReLU activations")
-            elif not isinstance(L, nn.Linear):
-                raise ValueError(f"model: module {i} is {type(L).__name__}, expected nn.Linear")
-            elif L.bias is not None:
-                raise ValueError(f"model: module {i} (Linear) has a bias; eq. 8 is bias-free (use bias=False)")
-        Ws, last = [mods[i].weight for i in range(0, len(mods)-1, 2)], mods[-1].weight
-        if last.shape[0] != 1: raise ValueError(f"model: the last Linear must have one output, got {last.shape[0]}")
-        m = Ws[0].shape[0]
-        if any(W.shape != (m, m) for W in Ws[1:]) or last.shape[1] != m:
-            raise ValueError("model: hidden layers must all have the same width m (W^(1) m×d, W^(h) m×m)")
-        net = cls(Ws[0].shape[1], m, len(Ws), a=last.detach()[0], dtype=last.dtype, device=last.device)
-        with torch.no_grad():
-            for L, W in zip(net.layers, Ws): L.weight.copy_(W)
-        return net
+# %% ../nbs/11_dfcnn.ipynb #f487f214
+@patch(cls_method=True)
+def from_sequential(cls: DFCNN, seq: nn.Sequential # Linear, ReLU, …, Linear, ReLU, Linear(m, 1), all bias-free
+                   ) -> DFCNN:
+    "Copy a bias-free `Linear`/`ReLU` stack ending in a `Linear(m, 1)` into a `DFCNN`; refuse anything else."
+    mods = list(seq)
+    if len(mods) < 3 or len(mods) % 2 == 0:
+        raise ValueError("model: expected Linear, ReLU, …, Linear, ReLU, Linear(m, 1) (eq. 8)")
+    for i, L in enumerate(mods):
+        if i % 2 == 1:
+            if type(L) is not nn.ReLU:
+                raise ValueError(f"model: module {i} is {type(L).__name__}; eq. 8 (Theorems 2–3) needs ReLU activations")
+        elif not isinstance(L, nn.Linear):
+            raise ValueError(f"model: module {i} is {type(L).__name__}, expected nn.Linear")
+        elif L.bias is not None:
+            raise ValueError(f"model: module {i} (Linear) has a bias; eq. 8 is bias-free (use bias=False)")
+    Ws, last = [mods[i].weight for i in range(0, len(mods)-1, 2)], mods[-1].weight
+    if last.shape[0] != 1: raise ValueError(f"model: the last Linear must have one output, got {last.shape[0]}")
+    m = Ws[0].shape[0]
+    if any(W.shape != (m, m) for W in Ws[1:]) or last.shape[1] != m:
+        raise ValueError("model: hidden layers must all have the same width m (W^(1) m×d, W^(h) m×m)")
+    net = cls(Ws[0].shape[1], m, len(Ws), a=last.detach()[0], dtype=last.dtype, device=last.device)
+    with torch.no_grad():
+        for L, W in zip(net.layers, Ws): L.weight.copy_(W)
+    return net
 
 # %% ../nbs/11_dfcnn.ipynb #74aab501
 def _check_model(model):
@@ -135,6 +136,7 @@ def _parse_k(k, n):
     if len(set(ks)) != len(ks): raise ValueError("k: repeated indices")
     return ks, False
 
+# %% ../nbs/11_dfcnn.ipynb #f2c8caa4
 def _check_X(model, X):
     check_tensor(X, 'X', ndim=2)
     if X.shape[1] != model.in_dim: raise ValueError(f"X: expected {model.in_dim} columns (d), got {X.shape[1]}")
@@ -212,6 +214,7 @@ def fit_zero_loss(model: DFCNN, # trained in place (all W^(h); `a` stays fixed)
                       "(Assumption 1 not reached)", RuntimeWarning, stacklevel=2)
     return info
 
+# %% ../nbs/11_dfcnn.ipynb #c1a8ad63
 def trained_dfcnn(d: int, m: int, depth: int, n: int, # input dim, width, depth H, data points
                   seed: int=0, # seeds data, labels and initialisation
                   restarts: int=5, # new initialisations tried when Levenberg–Marquardt stalls (dead ReLUs)
@@ -258,6 +261,7 @@ def _rank(K, rt):
     lam = torch.linalg.eigvalsh(K)
     return (lam > rt*lam.amax(-1, keepdim=True).clamp_min(torch.finfo(K.dtype).tiny)).sum(-1)
 
+# %% ../nbs/11_dfcnn.ipynb #363cbdc1
 def _warn_kinks(model, xs, zs, tol=None):
     tol = 1e3*torch.finfo(zs[0].dtype).eps if tol is None else tol
     for h, (W, x, z) in enumerate(zip(model.weights(), xs, zs), 1):
@@ -285,6 +289,7 @@ def _check_residual(model, X, y, rtol=None):
                       "use exact_layer_modulus for the dense modulus", RuntimeWarning, stacklevel=3)
     return rmax
 
+# %% ../nbs/11_dfcnn.ipynb #d0a6c691
 def _gram_moduli(model, X, hs, ks, joint, rtol=None, probes=2, seed=0):
     "κ² jointly (L,) or per point (L, |ks|) from the layer Gram matrices; inf where the rank of K_h can jump."
     xs, zs, ds, v = _forward_backward(model, X)
@@ -373,6 +378,7 @@ def theorem2_kappa(model: DFCNN, # a bias-free ReLU network (eq. 8)
     if k_scalar: kap = kap[..., 0]
     return kap[0] if h_scalar else kap
 
+# %% ../nbs/11_dfcnn.ipynb #037e1dce
 def _layer_fn(model, X, h):
     "f(X; w^(h)) as a function of the flat layer-h weights, the other layers fixed."
     params, buffers = _functional(model)
@@ -446,6 +452,7 @@ def exact_layer_modulus(model: DFCNN, X: torch.Tensor, y: torch.Tensor, # networ
     A, B = dense_layer_blocks(model, X, y, k, h)
     return float(lipschitz_modulus(A, B, rtol=rtol))
 
+# %% ../nbs/11_dfcnn.ipynb #a0aa4cc6
 @dataclass
 class Assumption2Check:
     "Outcome of `check_assumption2`."
@@ -483,48 +490,6 @@ def check_assumption2(model: DFCNN, # the network at w̄
     grank = int((ev > X.shape[0]*torch.finfo(ev.dtype).eps*ev[-1].clamp_min(0)).sum())
     return Assumption2Check(rank, p, rank == p, tol, grank, X.shape[0], s)
 
-# %% ../nbs/11_dfcnn.ipynb #6d1c9037
-def _compare(H, m, d=4, n=16, seed=0):
-    "One row of the depth/width table: closed form vs exact vs Theorem 2 for a trained DFCNN."
-    model, X, y, info = trained_dfcnn(d, m, H, n, seed=seed)
-    cf = layer_lipschitz_modulus(model, X, None, None, y, joint=False)      # (H, n)
-    cj = layer_lipschitz_modulus(model, X, None, None, y)                   # (H,)
-    t2 = theorem2_kappa(model, X, None, None)
-    ex0 = torch.tensor([exact_layer_modulus(model, X, y, 0, h) for h in range(1, H+1)], dtype=X.dtype)
-    exj = torch.tensor([exact_layer_modulus(model, X, y, None, h) for h in range(1, H+1)], dtype=X.dtype)
-    ratio = (t2/cf).flatten()
-    sing = sum(int(torch.linalg.matrix_rank(K, hermitian=True)) < n for K in layer_gram(model, X))
-    return dict(H=H, m=m, n=n, p=sum(W.numel() for W in model.weights()), residual=info.max_residual, singular=sing,
-                rel_k0=float(((cf[:, 0] - ex0).abs()/ex0).max()), rel_all=float(((cj - exj).abs()/exj).max()),
-                thm2_min=float(ratio.min()), thm2_median=float(ratio.median()), thm2_max=float(ratio.max()),
-                thm2_short=float((ratio < 1 - 1e-9).double().mean()), kappa=cf, kappa_joint=cj, thm2=t2)
-
-def _table(rows):
-    head = ('| H | m | n | p | max resid. | singular K_h | closed vs exact (k=0) | closed vs exact (all k) '
-            '| Thm 2 / κ min | median | max | Thm 2 < κ |')
-    out = [head, '|' + '---|'*12]
-    for r in rows:
-        out.append(f"| {r['H']} | {r['m']} | {r['n']} | {r['p']} | {r['residual']:.1e} | {r['singular']} of {r['H']} | "
-                   f"{r['rel_k0']:.1e} | {r['rel_all']:.1e} | {r['thm2_min']:.3g} | {r['thm2_median']:.3g} | "
-                   f"{r['thm2_max']:.3g} | {100*r['thm2_short']:.0f}% |")
-    return '\n'.join(out)
-
-# %% ../nbs/11_dfcnn.ipynb #63dc5c05
-def _plot_kappa(rows, ax=None):
-    "Per-layer moduli of the networks in `rows` (from `_compare`): median and 10–90% band over points, Theorem 2, joint."
-    import matplotlib.pyplot as plt
-    ax = ax or plt.subplots(figsize=(6, 3.8))[1]
-    for r, c in zip(rows, plt.rcParams['axes.prop_cycle'].by_key()['color']):
-        hs = range(1, r['H']+1)
-        q = torch.quantile(r['kappa'], torch.tensor([.1, .5, .9], dtype=r['kappa'].dtype), dim=1)
-        ax.fill_between(hs, q[0], q[2], color=c, alpha=.15)
-        ax.plot(hs, q[1], 'o-', color=c, label=f"H={r['H']}, m={r['m']}: κ_h (median over k)")
-        ax.plot(hs, r['thm2'].median(1).values, 'x--', color=c, label='Theorem 2 (median)')
-        ax.plot(hs, r['kappa_joint'], 's:', color=c, label='all points (Theorem 3)')
-    ax.set_yscale('log'); ax.set_xlabel('layer h'); ax.set_ylabel('Lipschitz modulus of $F_h$')
-    ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1)); ax.set_xticks(range(1, max(r['H'] for r in rows)+1))
-    return ax
-
 # %% ../nbs/11_dfcnn.ipynb #232100b5
 def solution_set(model: DFCNN, X: torch.Tensor, h: int, # network at a zero-loss point, data, layer
                  w: torch.Tensor|None=None, # a point of the set (flat layer-h weights; default the model's)
@@ -554,6 +519,7 @@ class InclusionRow:
     patterns_kept: bool # every activation pattern the same at all compared points, old and new data
     radius: float # radius ρ of the ball U around w̄ the old solutions were sampled from
 
+# %% ../nbs/11_dfcnn.ipynb #bb520003
 def inclusion_check(model: DFCNN, X: torch.Tensor, y: torch.Tensor, # network at a zero-loss w̄, data, labels
                     k, h: int, # moved point(s) and layer
                     sizes=(1e-1, 1e-2, 1e-3), # ‖Δx‖ values
@@ -628,58 +594,5 @@ def _default_directions(model, X, ks, h, g):
     out['⊥ worst'] = r - (r*worst).sum()*worst
     return out
 
-# %% ../nbs/11_dfcnn.ipynb #9d2a870d
-def _plot_inclusion(checks, axes=None):
-    "Excess / ‖Δx‖ against ‖Δx‖ per direction, with κ_h and Theorem 2's value; crosses: an activation pattern changed."
-    import matplotlib.pyplot as plt
-    if axes is None: axes = plt.subplots(1, len(checks), figsize=(4.2*len(checks), 3.6))[1]
-    for ax, (case, rs) in zip(axes, checks.items()):
-        for d_ in dict.fromkeys(r.direction for r in rs):
-            sel = [r for r in rs if r.direction == d_]
-            ax.plot([r.size for r in sel], [max(r.new_to_old, r.old_to_new) for r in sel], 'o-', ms=4, label=d_)
-            bad = [r for r in sel if not r.patterns_kept]
-            ax.plot([r.size for r in bad], [max(r.new_to_old, r.old_to_new) for r in bad], 'kx', ms=8)
-        ax.axhline(rs[0].kappa, color='k', lw=1, label='κ_h (closed form)')
-        if not math.isnan(rs[0].kappa_thm2): ax.axhline(rs[0].kappa_thm2, color='r', ls='--', lw=1, label='Theorem 2')
-        ax.set_xscale('log'); ax.set_yscale('log'); ax.set_xlabel('‖Δx‖'); ax.set_title(case, fontsize=9)
-    axes[0].set_ylabel('max excess / ‖Δx‖'); axes[0].legend(fontsize=7)
-    return axes
-
-# %% ../nbs/11_dfcnn.ipynb #f4ef0b24
-def dfcnn_study(out: Path|None=None, # folder for PNG figures (None: no files)
-                quick: bool=False, # small networks only
-               ) -> list[Result]:
-    "Closed form vs exact modulus vs Theorem 2 over depths and widths, and the re-solving check of (12)."
-    import matplotlib.pyplot as plt
-    sec = 'Paper 1, Theorems 2–3 (DFCNN, eq. 8)'
-    configs = [(2, 8), (3, 8)] if quick else [(H, m) for H in (2, 3, 4) for m in (8, 16, 32)]
-    res, rows = [], []
-    for H, m in progress(configs, desc='dfcnn'):
-        r = _compare(H, m); rows.append(r)
-        tag = f"H={H}, m={m}, n={r['n']}"
-        res += [Result(sec, f'{tag}: max rel. diff, closed-form vs exact modulus (k=0, all layers)', r['rel_k0'], 0., atol=1e-7, kind='internal',
-                       note='‖∇ₓf(x_k)‖·√[K_h⁻¹]ₖₖ vs setsens.graphical.lipschitz_modulus on dense Hessian blocks; rounding only'),
-                Result(sec, f'{tag}: max rel. diff, closed-form vs exact modulus (all points moved, Theorem 3)', r['rel_all'], 0., atol=1e-7, kind='internal',
-                       note='‖N K_h† N‖^½ vs the dense criterion'),
-                Result(sec, f'{tag}: min over (h, k) of Theorem 2 value / exact modulus', r['thm2_min'],
-                       note='< 1: reconstructed κ_h = ‖∇ₓf‖/‖∇_{W^(h)} f‖_F undershoots the modulus for n > 1 (exact for n = 1)'),
-                Result(sec, f'{tag}: max over (h, k) of Theorem 2 value / exact modulus', r['thm2_max'],
-                       note=f"> 1 only in layers with a singular K_h ({r['singular']} of {H} here), where the modulus uses K_h†")]
-    model, X, y, _ = trained_dfcnn(4, 8, 3, 12)
-    sizes = (1e-1, 1e-2, 1e-3) if quick else (1e-1, 1e-2, 1e-3, 1e-4)
-    checks = {f'one point, h={h}': inclusion_check(model, X, y, 0, h, sizes=sizes) for h in (1, 3)}
-    for case, rs in checks.items():
-        inside = [r for r in rs if r.patterns_kept]
-        res += [Result(sec, f'inclusion (12), {case}: max excess/(κ_h‖Δx‖) over directions and sizes',
-                       max(max(r.new_to_old, r.old_to_new)/r.kappa for r in inside),
-                       note='re-solved (Gauss–Newton) solutions vs the old solution set; ≤ 1 up to the O(ρ + ‖Δx‖) tilt'),
-                Result(sec, f'inclusion (12), {case}: worst-direction shift / Theorem 2 value',
-                       max(r.at_wbar for r in inside if r.direction == 'worst')/rs[0].kappa_thm2,
-                       note='> 1: re-solving moves farther than Theorem 2 allows')]
-    if out is not None:
-        out = Path(out); out.mkdir(parents=True, exist_ok=True)
-        ax = _plot_kappa([r for r in rows if r['m'] == max(q['m'] for q in rows)])
-        atomic_write(out/'dfcnn_kappa_per_layer.png', lambda p: ax.figure.savefig(p, dpi=120, bbox_inches='tight')); plt.close(ax.figure)
-        axes = _plot_inclusion(checks)
-        atomic_write(out/'dfcnn_inclusion.png', lambda p: axes[0].figure.savefig(p, dpi=120, bbox_inches='tight')); plt.close(axes[0].figure)
-    return res
+# %% ../nbs/11_dfcnn.ipynb #a08549d7
+__getattr__ = moved(__name__, {'dfcnn_study': 'setsens.dfcnn_study'})

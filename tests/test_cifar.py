@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from setsens import cifar
-from setsens.cifar import (resnet20, resnet32, resnet44, resnet56, resnet110, load_pretrained, load_state,
+from setsens.cifar import (resnet20, resnet32, resnet44, resnet56, resnet110, load_pretrained,
                            cifar10, evaluate, normalize, CIFAR10_MEAN, CIFAR10_STD)
+from setsens.checkpoint import load_state
 from setsens.core import data_dir
 
 DATA = data_dir(must_exist=False)

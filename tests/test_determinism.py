@@ -62,7 +62,7 @@ class global_rng_untouched:
 # ---------------------------------------------------------------- the toy (paper 1, eq. 16)
 
 def test_toy_study_numbers_bitwise():
-    from setsens.toy import toy_study
+    from setsens.toy_study import toy_study
     with global_rng_untouched(1): a = toy_study()
     with global_rng_untouched(2): b = toy_study()
     assert [r.quantity for r in a] == [r.quantity for r in b]
@@ -72,7 +72,7 @@ def test_toy_study_numbers_bitwise():
 
 
 def test_toy_samples_seeded():
-    from setsens.toy import toy_analysis
+    from setsens.toy_study import toy_analysis
     with global_rng_untouched(3): a = toy_analysis(seed=0)
     with global_rng_untouched(4): b = toy_analysis(seed=0)
     c = toy_analysis(seed=1)
@@ -162,7 +162,7 @@ _CHILD = textwrap.dedent('''
     torch.set_num_threads(1)
     sys.path.insert(0, sys.argv[2])
     from test_determinism import twin, DX_K, K
-    from setsens.toy import toy_analysis
+    from setsens.toy_study import toy_analysis
     from setsens.graphical import estimate_solution_set
     risk, _ = twin()
     pts, _ = estimate_solution_set(risk, DX_K, n=3, seed=11, idx=K, rtol=1e-12, maxiter=500)
@@ -171,7 +171,7 @@ _CHILD = textwrap.dedent('''
 
 
 def test_fresh_process_same_bits(tmp_path):
-    from setsens.toy import toy_analysis
+    from setsens.toy_study import toy_analysis
     from setsens.graphical import estimate_solution_set
     out = tmp_path/'child.pt'
     env = {**os.environ, 'PYTHONHASHSEED': '12345', 'OMP_NUM_THREADS': '1'}

@@ -258,3 +258,23 @@ def test_bad_data():
     with pytest.raises(ValueError, match=r'^X:'): layer_lipschitz_modulus(net, X*float('nan'), 0, 1)
     with pytest.raises(ValueError, match=r'^y:'): layer_lipschitz_modulus(net, X, 0, 1, y[:3])
     with pytest.raises(ValueError, match=r'^y:'): fit_zero_loss(net, X, y[:, None])
+
+
+def test_dfcnn_study_moved_with_alias():
+    "Issue 14: the study (tables, figures, Result rows) lives in setsens.dfcnn_study; the old import warns."
+    import setsens.dfcnn, setsens.dfcnn_study
+    with pytest.warns(DeprecationWarning, match='setsens.dfcnn.dfcnn_study has moved: import it from setsens.dfcnn_study'):
+        f = setsens.dfcnn.dfcnn_study
+    assert f is setsens.dfcnn_study.dfcnn_study
+    assert not any(n in vars(setsens.dfcnn) for n in ('Result', '_compare', '_table', '_plot_kappa', '_plot_inclusion'))
+    with pytest.raises(AttributeError): setsens.dfcnn._compare
+
+
+def test_from_sequential_is_a_class_method():
+    g = torch.Generator().manual_seed(0)
+    seq = nn.Sequential(nn.Linear(3, 4, bias=False), nn.ReLU(), nn.Linear(4, 4, bias=False), nn.ReLU(),
+                        nn.Linear(4, 1, bias=False)).double()
+    net = DFCNN.from_sequential(seq)
+    X = torch.randn(5, 3, generator=g, dtype=f64)
+    assert type(net) is DFCNN and net.depth == 2
+    torch.testing.assert_close(net(X), seq(X)[:, 0], rtol=0, atol=0)

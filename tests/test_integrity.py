@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from setsens import cifar, data, kernels
+from setsens import checkpoint, cifar, data, kernels
 from setsens.cifar import load_pretrained, cifar10, normalize
 from setsens.core import data_dir
 
@@ -65,8 +65,8 @@ def test_good_checkpoint_still_loads_and_hash_is_cached(monkeypatch):
     assert sum(p.numel() for p in m.parameters()) == 853_018
     n = []
     real_new = hashlib.new
-    monkeypatch.setattr(cifar.hashlib, 'new', lambda *a, **k: (n.append(a), real_new(*a, **k))[1])
-    data._HASHES.clear(); cifar._VERIFIED.clear()
+    monkeypatch.setattr(hashlib, 'new', lambda *a, **k: (n.append(a), real_new(*a, **k))[1])
+    data._HASHES.clear(); checkpoint._VERIFIED.clear()
     for _ in range(3): load_pretrained()
     assert len(n) == 1, f'hashed {len(n)} times'   # (path, inode, size, mtime) cache
 
@@ -74,9 +74,9 @@ def test_good_checkpoint_still_loads_and_hash_is_cached(monkeypatch):
 def test_fresh_rewrite_is_not_served_from_the_cache(tmp_path):
     "A file rewritten within the clock's tick keeps its mtime: recently modified files are re-hashed."
     p = tmp_path/'f.bin'; p.write_bytes(b'a'*100)
-    h1 = cifar._sha256(p)
+    h1 = data.file_digest(p)
     p.write_bytes(b'b'*100)   # same size, probably the same mtime
-    assert cifar._sha256(p) == hashlib.sha256(b'b'*100).hexdigest() != h1
+    assert data.file_digest(p) == hashlib.sha256(b'b'*100).hexdigest() != h1
 
 
 def test_release_name_prefix_is_checked(tmp_path):

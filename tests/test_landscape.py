@@ -183,6 +183,31 @@ def test_model_loss_fn_checks():
     with pytest.raises(ValueError, match='per-example'): f(w, X, Y)
 
 
+def test_model_loss_fn_follows_risk_policy_and_losses():
+    "The eval-mode policy and the losses are Risk's: Dropout2d and RReLU in train mode are refused too (the old check "
+    "knew only BatchNorm and nn.Dropout), 'mse' with (n,) targets on (n, 1) outputs is ½Σ(f − y)² (no broadcast to n×n)."
+    for bad in (nn.Dropout2d(0.5), nn.RReLU()):
+        net = nn.Sequential(nn.Linear(2, 2), bad).double().train()
+        with pytest.raises(ValueError, match=r'call model\.eval\(\) first'): model_loss_fn(net)
+    g = torch.Generator().manual_seed(0)
+    lin = nn.Linear(3, 1).double()
+    X, y = torch.randn(5, 3, generator=g, dtype=torch.float64), torch.randn(5, generator=g, dtype=torch.float64)
+    w = flatten_params(dict(lin.named_parameters()))
+    with torch.no_grad(): by_hand = 0.5*((lin(X)[:, 0] - y)**2).mean()
+    torch.testing.assert_close(model_loss_fn(lin, 'mse')(w, X, y), by_hand, rtol=1e-14, atol=0)
+
+
+def test_unflatten_params_with_a_risk_layout():
+    risk_mod = pytest.importorskip('setsens.risk')
+    net = _net(); X, Y = _data(4)
+    risk = risk_mod.Risk(net, 'cross_entropy', X, Y)
+    v = torch.arange(risk.p, dtype=risk.w.dtype)
+    d = unflatten_params(v, risk)
+    assert list(d) == risk.names and all(d[k].shape == p.shape for k, p in net.named_parameters())
+    assert torch.equal(flatten_params(d), v)
+    with pytest.raises(ValueError, match='w: has 3 entries'): unflatten_params(v[:3], risk)
+
+
 def test_plane_coordinates_round_trip_and_lstsq_oracle():
     g = torch.Generator().manual_seed(0)
     p = 200

@@ -1,4 +1,4 @@
-"Tests for setsens.resnet_study: float64 oracles on a small network, the eq. 14 / mean scaling, the perturbation, re-training, and the study's wiring on real data at a tiny size."
+"Tests for setsens.resnet_study and setsens.poisoning: float64 oracles on a small network, the eq. 14 / mean scaling, the perturbation, re-training, and the study's wiring on real data at a tiny size."
 import warnings
 import pytest
 import torch
@@ -7,8 +7,9 @@ from torch import nn
 from setsens.core import Result
 from setsens.risk import Risk
 from setsens.graphical import solution_shift
-from setsens.resnet_study import (margin_cross_entropy, example_losses, Poisoning, calibrate_step, poison,
-                                  table1_shifts, row_losses, retrain, run_study, StudySize)
+from setsens.poisoning import (margin_cross_entropy, example_losses, Poisoning, calibrate_step, poison, retrain,
+                               mean_example_loss, linearization_gap)
+from setsens.resnet_study import table1_shifts, row_losses, run_study, StudySize
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -191,3 +192,24 @@ def test_run_study_wiring(tmp_path):
     assert (tmp_path/'resnet_figure4.png').stat().st_size > 0 and (tmp_path/'resnet_table1_convergence.png').is_file()
     assert D['table']['history'].shape == (2, 2)
     assert len(D['sweep']) == 4 and D['seeds']['shifts'].shape == (2, D['table']['dw_eq14'].shape[0])
+
+
+@pytest.mark.parametrize('name', ['margin_cross_entropy', 'example_losses', 'Poisoning', 'calibrate_step', 'poison',
+                                  'linearization_gap', 'retrain'])
+def test_moved_poisoning_names_still_import_from_resnet_study(name):
+    "Issue 14: the perturbation machinery moved to setsens.poisoning; the old import warns and gives the same object."
+    import setsens.resnet_study, setsens.poisoning
+    with pytest.warns(DeprecationWarning, match=f'setsens.resnet_study.{name} has moved: import it from setsens.poisoning'):
+        obj = getattr(setsens.resnet_study, name)
+    assert obj is getattr(setsens.poisoning, name)
+
+
+def test_mean_example_loss_and_linearization_gap_small_net():
+    net = _small_net(3); X, Y = _data(6, 5)
+    w = _flat(net)
+    with torch.no_grad(): ref = F.cross_entropy(net(X), Y).item()
+    assert abs(mean_example_loss(net, w, X, Y, batch_size=4) - ref) < 1e-12
+    P = poison(net, X, Y, [1, 2], delta=1.)
+    small, big = linearization_gap(net, X, Y, P.scaled(1e-5)), linearization_gap(net, X, Y, P.scaled(1.))
+    assert abs(small['ratio'] - 1) < 1e-4 and small['cos'] > 1 - 1e-8          # first order: exact as δ → 0
+    assert abs(big['ratio'] - 1) > abs(small['ratio'] - 1)

@@ -1,10 +1,11 @@
-"The toy example (eq. 16) against values derived by hand (see nbs/10_toy.ipynb for the derivation)."
+"The toy example (eq. 16) against values derived by hand (see nbs/10_toy.ipynb for the derivation; the study in nbs/15_toy_study.ipynb)."
 import math
 import pytest
 import sympy as sp
 import torch
 from setsens.toy import (toy_data, toy_loss, toy_derivatives, toy_solution_constant, toy_symbolic,
-                         hyperbola_distance, toy_analysis, toy_results, toy_study)
+                         hyperbola_distance)
+from setsens.toy_study import toy_analysis, toy_results, toy_study
 from setsens.graphical import graphical_derivative, coderivative, lipschitz_modulus
 
 f64 = torch.float64
@@ -144,3 +145,18 @@ def test_toy_as_risk_matrix_free():
     v = pts - wbar
     torch.testing.assert_close(2 * v[:, 0] + v[:, 1], torch.full((7,), 0.4, dtype=f64), rtol=0, atol=1e-10)
     assert float(v.std(0).max()) > 1e-3
+
+
+@pytest.mark.parametrize('name', ['toy_analysis', 'toy_results', 'toy_figure2', 'toy_figure3', 'toy_study'])
+def test_moved_study_names_still_import_from_toy(name):
+    "Issue 14: the study code moved to setsens.toy_study; the old import warns and gives the same object."
+    import setsens.toy, setsens.toy_study
+    with pytest.warns(DeprecationWarning, match=f'setsens.toy.{name} has moved: import it from setsens.toy_study'):
+        obj = getattr(setsens.toy, name)
+    assert obj is getattr(setsens.toy_study, name)
+    with pytest.raises(AttributeError): setsens.toy.no_such_name
+
+
+def test_toy_module_holds_no_study_code():
+    import setsens.toy
+    assert not any(n in vars(setsens.toy) for n in ('Result', 'toy_study', 'toy_figure2', '_hyperbola', 'atomic_write'))

@@ -24,8 +24,8 @@ from bad_inputs_common import (f64, SOLVERS, needs_cuda, DATA, CKPT, needs_data,
 TOY_CASES = [
     ('hyperbola-c-0', lambda T: T.hyperbola_distance(torch.ones(2, dtype=f64), 0.), ValueError, 'c: must be > 0'),
     ('hyperbola-W-nan', lambda T: T.hyperbola_distance(torch.full((2,), math.nan, dtype=f64), 1.), ValueError, 'W: contains NaN or Inf'),
-    ('analysis-radius-misses', lambda T: T.toy_analysis(radius=0.1), ValueError, 'radius: the ball B(w̄, 0.1) misses the estimated set'),
-    ('analysis-n-0', lambda T: T.toy_analysis(n=0), ValueError, 'n: need at least one sample'),
+    ('analysis-radius-misses', lambda T: __import__('setsens.toy_study').toy_study.toy_analysis(radius=0.1), ValueError, 'radius: the ball B(w̄, 0.1) misses the estimated set'),
+    ('analysis-n-0', lambda T: __import__('setsens.toy_study').toy_study.toy_analysis(n=0), ValueError, 'n: need at least one sample'),
     ('loss-reduction', lambda T: T.toy_loss(torch.ones(2, dtype=f64), torch.ones(2, dtype=f64), reduction='max'), ValueError, "reduction: expected 'sum' or 'mean'"),
     # bugs at the time of writing: wrong lengths fail inside torch (x, W) or pass silently and return a
     # wrongly shaped matrix (w of length 3); x = 0 gives c(x) = 0/0 = NaN silently

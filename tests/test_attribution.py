@@ -331,3 +331,22 @@ def test_weight_decay_outside_the_risk():
     S0, _ = influence_scores(r, q, warn=False)                  # ignoring the decay (H_R⁺): measured 85 % off vs 2.4 %
     assert err(S[0]) < 0.05 and err(S0[0]) > 1.5*err(S[0])
     with pytest.raises(ValueError, match='weight_decay'): influence_scores(r, q, weight_decay=-1.)
+
+
+# -- the default cut-off: measured rounding level, ambiguous band --------------------------------------------------------
+@pytest.mark.parametrize('method', ['lanczos', 'block'])
+def test_rounding_level_and_ambiguous_band(method):
+    r, H = interp_mlp()
+    B = torch.randn(r.p, 3, dtype=f64, generator=torch.Generator().manual_seed(4))
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', RuntimeWarning)
+        x, info = pinv_solve(r, B, method=method)                 # default: no warning on a problem with a clean gap
+    assert rel(x, torch.linalg.pinv(H, hermitian=True) @ B) < 1e-9
+    assert 0 < info.rounding < 1e-12*info.sigma_max             # float64 rounding of the products, measured
+    assert info.cutoff == max(r.p*torch.finfo(f64).eps*info.sigma_max, 1000*info.rounding)
+    assert info.ambiguous_kept == 0
+    with pytest.warns(RuntimeWarning, match='rounding level'):  # keep everything: kernel Ritz values are kept and warned
+        _, i0 = pinv_solve(r, B, method=method, rank_rtol=0.)
+    assert i0.ambiguous_kept > 0 and i0.ambiguous >= i0.ambiguous_kept
+    _, id_ = pinv_solve(r, B, method=method, damping=1e-3)       # damped: no cut-off, nothing near the rounding level
+    assert id_.cutoff == 0 and id_.ambiguous == 0

@@ -310,7 +310,7 @@ def influence_scores(risk, # a `setsens.risk.Risk` at a trained w̄ (per-example
                      kind: str='remove', # 'remove': predicted q(w̄₋ᵢ) − q(w̄); 'upweight': dq/dε for R + εℓ_i
                      damping: float=0., # λ ≥ 0: a solve regulariser, H + λI (0: the minimum-norm solution with H⁺); w̄ must still make ∇R vanish
                      weight_decay: float=0., # μ ≥ 0: w̄ minimises R + (μ/2)‖w‖² (decay outside the risk): H + μI, stationarity ∇R + μw̄ = 0
-                     rank_rtol: float|None=None, # spectral cut-off relative to ‖H‖₂, as `torch.linalg.pinv(rtol=)`; None: max(p·eps, 10ρ/σ_max) undamped (see `pinv_solve`), 0 damped
+                     rank_rtol: float|None=None, # spectral cut-off relative to ‖H‖₂, as `torch.linalg.pinv(rtol=)`; None: max(p·eps, 1000ρ/σ_max) undamped (see `pinv_solve`), 0 damped
                      rtol: float|None=None, # Lanczos stopping tolerance (see `pinv_solve`)
                      maxiter: int|None=None, # Lanczos steps per query; None: p
                      chunk: int=256, # training rows per `vmap` of per-example gradients

@@ -3,6 +3,7 @@ logistic regression. Prints markdown tables.
 
 Run from the repository root:   .venv/bin/python benchmarks/attribution.py
 Smaller/faster:                  .venv/bin/python benchmarks/attribution.py --n 1000 --loo 20
+Many queries only:               .venv/bin/python benchmarks/attribution.py --parts c --threads 1
 
 Part A (accuracy on a singular, ill-conditioned Hessian): tanh MLP 49-48-10 on 40 real MNIST training images (28×28
 average-pooled to 7×7), MSE on one-hot targets, trained (L-BFGS, then minimum-norm Gauss–Newton steps, float64) to interpolation. Oracle: the dense Hessian
@@ -15,6 +16,11 @@ whole). w̄ is trained by full-batch L-BFGS, then Newton's method with MINRES st
 w̄ and iterates w ← w − P⁻¹∇R₋ᵢ(w), P the leave-one-out Hessian at w̄ (the closed-form dense Hessian H̄ with row i's
 curvature taken out, by Woodbury on its Cholesky factor), all in float64, to ‖∇R₋ᵢ‖ ≤ gtol (the fixed point is the
 minimiser whatever the preconditioner; the gradient norm certifies it). Query: the mean test loss. Pearson/Spearman of predicted vs actual change, no damping.
+Part C (many queries): scores for each of 500 test points at p = 1,690 in one block Krylov solve, against one Lanczos
+solve per query (timed on the first 32, scaled) and against the one-query mean-test-loss callable.
+
+Part D (MNIST MLP LOO + LDS): tanh MLP 49-16-10 on 1,000 7×7 MNIST images with weight decay outside the risk; 50 LOO and
+50 random-half re-trainings, each by warm-start Newton steps from w̄ to ‖∇‖ ≤ gtol (see `part_d`).
 """
 import argparse, math, time, warnings
 import numpy as np
@@ -238,6 +244,117 @@ def part_b(a):
     print(f"| setsens influence_scores (H⁺, exact solve) | 0 | {pearson(pred, actual):.4f} | {spearman(pred, actual):.4f} | {a.loo} | {max(gns):.1e} |")
 
 
+def part_c(a):
+    """Many queries (issue 16, round 2): scores for every one of m test points at p ≈ 1.7k, one Krylov space shared by all
+    m query gradients ('block') against one space per query ('lanczos', timed on the first --lanczos-queries and scaled),
+    and the one-solve alternative when only the mean test loss matters."""
+    xs, ys = load_mnist('train')
+    xt, yt = load_mnist('test')
+    pool = lambda x: F.avg_pool2d(torch.tensor(x, dtype=f64).div(255)[:, None], 4).flatten(1)
+    n, m, mu = 1000, a.queries, 1e-3
+    X, Y, Xt, Yt = pool(xs[:n]), torch.tensor(ys[:n]).long(), pool(xt[:m]), torch.tensor(yt[:m]).long()
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(49, 28), nn.Tanh(), nn.Linear(28, 10)).double()
+    params = list(net.parameters())
+    lbfgs(params, lambda: F.cross_entropy(net(X), Y) + 0.5*mu*sum(p_.pow(2).sum() for p_ in params), 1e-9)
+    r = Risk(net, F.cross_entropy, X, Y)
+    print(f"\n### C. Scores for m = {m} test points, tanh MLP 49-28-10 (p = {r.p}), n = {n} MNIST images (7×7), "
+          f"weight decay μ = {mu:g} outside the risk (weight_decay=μ)\n")
+    print("| what | solve | HVP columns | Krylov steps | seconds | rel. diff. vs block |")
+    print("|---|---|---|---|---|---|")
+    t0 = time.perf_counter()
+    S, info = influence_scores(r, (Xt, Yt), weight_decay=mu, method='block')
+    tb = time.perf_counter() - t0
+    print(f"| all {m} test points | block (one shared Krylov space) | {info.solve.hvps} | {int(info.solve.iterations.max())} | {tb:.1f} | 0 |", flush=True)
+    k = a.lanczos_queries
+    t0 = time.perf_counter()
+    Sl, il = influence_scores(r, (Xt[:k], Yt[:k]), weight_decay=mu, method='lanczos')
+    tl = time.perf_counter() - t0
+    d = float((Sl - S[:k]).norm()/S[:k].norm())
+    print(f"| first {k} test points | lanczos (a space per query) | {il.solve.hvps} | {int(il.solve.iterations.max())} | "
+          f"{tl:.1f} (× {m/k:.1f} ≈ {tl*m/k:.0f} for all {m}) | {d:.1e} |", flush=True)
+    q = lambda w: F.cross_entropy(torch.func.functional_call(net, r.unflatten(w), (Xt,)), Yt)
+    t0 = time.perf_counter()
+    Sq, iq = influence_scores(r, q, weight_decay=mu)
+    tq = time.perf_counter() - t0
+    d = float((Sq[0] - S.mean(0)).norm()/Sq[0].norm())
+    print(f"| mean test loss (a callable: one query) | lanczos | {iq.solve.hvps} | {int(iq.solve.iterations.max())} | {tq:.1f} | "
+          f"{d:.1e} (vs the mean of the {m} rows) |")
+
+
+def part_d(a):
+    """MNIST MLP: leave-one-out and the linear datamodeling score (LDS) by deterministic warm-start re-training.
+    tanh MLP 49-H-10 on 7×7-pooled MNIST, mean cross-entropy + weight decay μ outside the risk, float64. Every
+    re-training starts at w̄ and takes Newton steps with the dense Hessian (`torch.func.hessian`, Levenberg-damped when
+    needed) to ‖∇‖ ≤ gtol: the same local minimiser, so the ground truth has no seed noise. LOO: --mlp-loo points.
+    LDS: --lds random halves; per test point, Spearman over the subsets between Σ_{i∉S} score_i and the re-trained change
+    of that test point's loss, averaged over test points (dattri's definition, with re-training instead of seeds)."""
+    xs, ys = load_mnist('train')
+    xt, yt = load_mnist('test')
+    pool = lambda x: F.avg_pool2d(torch.tensor(x, dtype=f64).div(255)[:, None], 4).flatten(1)
+    n, nt, mu, hid = a.mlp_n, a.mlp_ntest, 1e-3, a.hidden
+    X, Y, Xt, Yt = pool(xs[:n]), torch.tensor(ys[:n]).long(), pool(xt[:nt]), torch.tensor(yt[:nt]).long()
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(49, hid), nn.Tanh(), nn.Linear(hid, 10)).double()
+    r0 = Risk(net, F.cross_entropy, X, Y)
+    fc = lambda w, X_: torch.func.functional_call(net, r0.unflatten(w), (X_,))
+    obj = lambda w, X_, Y_: F.cross_entropy(fc(w, X_), Y_) + 0.5*mu*w.pow(2).sum()
+    def newton(w, X_, Y_, steps=50):
+        f = lambda w: obj(w, X_, Y_)
+        for k in range(steps):
+            g = torch.func.grad(f)(w)
+            if float(g.norm()) <= a.gtol: return w, float(g.norm())
+            Hm = torch.func.hessian(f)(w)
+            lm = 0.
+            while True:
+                d = torch.linalg.solve(Hm + lm*torch.eye(len(w), dtype=f64), g)
+                if float(f(w - d)) <= float(f(w)) or lm > 1e6: break
+                lm = max(10*lm, 1e-6)
+            w = w - d
+        return w, float(torch.func.grad(f)(w).norm())
+    t0 = time.perf_counter()
+    params = list(net.parameters())
+    lbfgs(params, lambda: obj(torch.cat([p_.reshape(-1) for p_ in params]), X, Y), 1e-8)
+    w0, gn = newton(torch.cat([p_.detach().reshape(-1) for p_ in params]), X, Y)
+    r = r0.at(w=w0)
+    t_train = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    S, info = influence_scores(r, (Xt, Yt), weight_decay=mu)                  # (nt, n): one block solve
+    t_s = time.perf_counter() - t0
+    tl = lambda w: F.cross_entropy(fc(w, Xt), Yt, reduction='none')           # per-test-point losses
+    q0 = tl(w0)
+    gen = torch.Generator().manual_seed(a.seed)
+    idx = torch.randperm(n, generator=gen)[:a.mlp_loo]
+    t0, loo, gns = time.perf_counter(), [], []
+    for i in idx.tolist():
+        keep = torch.arange(n) != i
+        wi, g = newton(w0, X[keep], Y[keep]); gns.append(g)
+        loo.append(tl(wi) - q0)
+    t_loo = time.perf_counter() - t0
+    loo = torch.stack(loo, 1)                                                # (nt, |idx|)
+    pm, am = S[:, idx].mean(0), loo.mean(0)                                  # the mean test loss
+    per_pt = np.nanmean([spearman(S[j, idx], loo[j]) for j in range(nt)])
+    t0, lds_pred, lds_act = time.perf_counter(), [], []
+    for _ in range(a.lds):
+        keep = torch.zeros(n, dtype=torch.bool); keep[torch.randperm(n, generator=gen)[:n//2]] = True
+        wS, g = newton(w0, X[keep], Y[keep]); gns.append(g)
+        lds_pred.append(S[:, ~keep].sum(1)); lds_act.append(tl(wS) - q0)
+    t_lds = time.perf_counter() - t0
+    P_, A_ = torch.stack(lds_pred, 1), torch.stack(lds_act, 1)              # (nt, subsets)
+    lds = np.nanmean([spearman(P_[j], A_[j]) for j in range(nt)])
+    lds_mean = spearman(P_.mean(0), A_.mean(0))
+    print(f"\n### D. MNIST MLP 49-{hid}-10 (tanh, p = {r.p}, n = {n}, {nt} test images, weight decay μ = {mu:g}): LOO and LDS by warm-start Newton re-training\n")
+    print(f"w̄ to ‖∇‖ = {gn:.1e} ({t_train:.0f} s); scores for {nt}×{n} pairs in one block solve: {t_s:.1f} s "
+          f"({info.solve.hvps} HVP columns, {info.solve.status}); {len(idx)} LOO in {t_loo:.0f} s, {a.lds} half-subsets in "
+          f"{t_lds:.0f} s; max final ‖∇‖ of all re-trainings {max(gns):.1e}\n")
+    print("| metric | setsens (H + μI, exact solve) |")
+    print("|---|---|")
+    print(f"| LOO, mean test loss: Pearson / Spearman over {len(idx)} removals | {pearson(pm, am):.4f} / {spearman(pm, am):.4f} |")
+    print(f"| LOO, per test point: Spearman over the removals, mean over {nt} test points | {per_pt:.4f} |")
+    print(f"| LDS, per test point (dattri's definition), {a.lds} random halves | {lds:.4f} |")
+    print(f"| LDS, mean test loss, {a.lds} random halves | {lds_mean:.4f} |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--n', type=int, default=5000, help='training images (part B)')
@@ -245,7 +362,14 @@ def main():
     ap.add_argument('--loo', type=int, default=100, help='leave-one-out re-trainings (part B)')
     ap.add_argument('--l2', type=float, default=1e-3, help='L2 weight (part B)')
     ap.add_argument('--gtol', type=float, default=1e-10, help='gradient tolerance of all trainings (part B)')
-    ap.add_argument('--parts', default='ab', help="which parts to run: 'a', 'b' or 'ab'")
+    ap.add_argument('--parts', default='abc', help="which parts to run: any of 'a', 'b', 'c', 'd'")
+    ap.add_argument('--queries', type=int, default=500, help='test points scored one by one (part C)')
+    ap.add_argument('--mlp-n', type=int, default=1000, help='training images (part D)')
+    ap.add_argument('--mlp-ntest', type=int, default=100, help='test images (part D)')
+    ap.add_argument('--hidden', type=int, default=16, help='hidden units (part D)')
+    ap.add_argument('--mlp-loo', type=int, default=50, help='leave-one-out re-trainings (part D)')
+    ap.add_argument('--lds', type=int, default=50, help='random 50 %% subsets re-trained (part D)')
+    ap.add_argument('--lanczos-queries', type=int, default=32, help='of these, solved one Krylov space per query (part C)')
     ap.add_argument('--save', default='', help='write the part-B set-up and ground truth to this .pt file (for benchmarks/peers/)')
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--seed', type=int, default=0)
@@ -253,6 +377,8 @@ def main():
     torch.set_num_threads(a.threads)
     if 'a' in a.parts: part_a(a)
     if 'b' in a.parts: part_b(a)
+    if 'c' in a.parts: part_c(a)
+    if 'd' in a.parts: part_d(a)
 
 
 if __name__ == '__main__':

@@ -43,18 +43,23 @@ def _train_row_grads(risk, chunk):
 # %% ../nbs/09_attribution.ipynb #2db57059
 @dataclass
 class SolveInfo:
-    "What a filtered Lanczos solve with H did, per right-hand side (column)."
+    "What a filtered Krylov solve with H did, per right-hand side (column)."
     status: str # 'converged', or why a column stopped early: 'maxiter', 'nonfinite'
     converged: torch.Tensor # bool (k,): the coefficients settled (rtol) or the Krylov space became invariant
     invariant: torch.Tensor # bool (k,): the Krylov space of the column became H-invariant (the solve is then exact up to rounding)
-    iterations: torch.Tensor # Lanczos steps (HVPs) per column (k,)
+    iterations: torch.Tensor # Krylov steps per column (k,): HVPs for 'lanczos'; shared batched steps for 'block'
     resnorm: torch.Tensor # ‖(H + λI)x − P b‖/‖b‖ per column, P the projector onto the kept eigenvectors (true products)
     normres: torch.Tensor # ‖(H + λI)((H + λI)x − b)‖/‖(H + λI)b‖ per column (true products; the least-squares measure)
-    cutoff: float # eigenvalues with |θ| ≤ cutoff were dropped (rank_rtol·σ_max); 0 when none
+    cutoff: float # eigenvalues with |θ| ≤ cutoff were dropped (rank_rtol·σ_max; by default max(p·eps·σ_max, 1000ρ)); 0 when none
     sigma_max: float # the estimate of ‖H‖₂ the cut-off is relative to
     rank_estimate: int # kept Ritz values (max over columns): a lower bound on the numerical rank of H
     kernel_dim_estimate: int # p − rank_estimate: an upper bound on dim ker H (at the cut-off)
     seconds: float = 0.
+    method: str = 'lanczos' # 'lanczos' (a Krylov space per column) or 'block' (one space shared by all columns)
+    hvps: int = 0 # Hessian-vector products spent, in columns (the cost)
+    rounding: float = 0. # ρ: the products' rounding as measured in the Krylov basis (max over columns); Ritz values |θ| ≲ ρ are indistinguishable from 0
+    ambiguous: int = 0 # Ritz values (max over columns) in the ambiguous band ρ < |θ| ≤ 1000ρ, or kept with |θ| ≤ ρ: their rank decision and 1/θ depend on rounding
+    ambiguous_kept: int = 0 # of those, kept (|θ| > cutoff; only with an explicit rank_rtol below 1000ρ/σ_max): warned
 
 def _ritz(al, bt, m):
     "Eigen-decomposition of the m×m Lanczos tridiagonal (float64, CPU; LAPACK's MRRR via scipy, O(m²))."
@@ -64,14 +69,17 @@ def _ritz(al, bt, m):
     return torch.from_numpy(th), torch.from_numpy(S)
 
 def _coef(al, bt, m, nb, filt):
-    "Coefficients y (m,) of the filtered solution Q_m y = ‖b‖ Q_m S f(Θ) Sᵀ e₁, and the Ritz values."
+    "Coefficients y (m,) of the filtered solution Q_m y = ‖b‖ Q_m S f(Θ) Sᵀ e₁, the Ritz values."
     th, S = _ritz(al, bt, m)
     return nb*(S @ (filt(th)*S[0])), th
 
+
 # %% ../nbs/09_attribution.ipynb #f7db5e85
-def _filtered_lanczos(op, B, filters, rtol, maxiter, check_every=10):
+def _filtered_lanczos(op, B, filters, cut_of, rtol, maxiter, check_every=10):
     """Lanczos with full reorthogonalisation on the Krylov space of each column of B (all columns in lockstep, one
-    batched product per step). Returns ([Q S f(Θ) Sᵀ Qᵀ B for f in filters], converged, invariant, steps, Ritz values)."""
+    batched product per step). `filters` are f(θ, cut); `cut_of(ρ)` gives the cut-off for the measured rounding level ρ.
+    Returns ([Q S f(Θ) Sᵀ Qᵀ B for f in filters], converged, invariant, steps, Ritz values per live column,
+    ρ per column)."""
     p, k = B.shape
     nb = torch.linalg.vector_norm(B, dim=0)
     live = nb > 0
@@ -81,12 +89,18 @@ def _filtered_lanczos(op, B, filters, rtol, maxiter, check_every=10):
     steps = torch.zeros(k, dtype=torch.long)
     inv, conv, run = ~live, ~live, live.clone()
     eps, anorm = torch.finfo(B.dtype).eps, 0.
+    rho = torch.zeros(k, dtype=torch.float64)                                   # rounding level seen per column
     for j in range(min(int(maxiter), p)):
         if not bool(run.any()): break
         W = op(Qb[:, j].T).T                                                    # (k, p)
         a = (Qb[:, j]*W).sum(1)
         Qm = Qb[:, :j + 1]                                                      # (k, j+1, p)
-        for _ in range(2): W = W - torch.bmm(Qm.mT, torch.bmm(Qm, W[:, :, None]))[:, :, 0]   # full reorthogonalisation
+        for r_ in range(2):                                                     # full reorthogonalisation
+            c = torch.bmm(Qm, W[:, :, None])[:, :, 0]                           # (k, j+1)
+            if r_ == 0 and j > 0:                                               # exact arithmetic: c = (0, …, 0, β_{j-1}, α_j)
+                d = c[:, :j].clone(); d[:, j - 1] -= bt[-1]
+                rho = torch.maximum(rho, torch.where(run, torch.linalg.vector_norm(d, dim=1), 0).double().cpu())
+            W = W - torch.bmm(Qm.mT, c[:, :, None])[:, :, 0]
         b = torch.linalg.vector_norm(W, dim=1)
         if not bool(torch.isfinite(a).all() & torch.isfinite(b).all()): raise ValueError("risk: a Hessian-vector product returned NaN or Inf")
         al.append(torch.where(run, a, 0))
@@ -94,12 +108,13 @@ def _filtered_lanczos(op, B, filters, rtol, maxiter, check_every=10):
         done = run & (b <= 10*math.sqrt(p)*eps*anorm)                           # an invariant subspace: exact
         inv |= done
         if (j + 1) % check_every == 0 or j + 1 == p:                            # settled coefficients: converged
-            for c in (run & ~done).nonzero().flatten().tolist():
-                y, _ = _coef([t[c] for t in al], [t[c] for t in bt], j + 1, nb[c], filters[0])
-                if prev[c] is not None:
-                    d = y.clone(); d[:prev[c].shape[0]] -= prev[c]
-                    if float(torch.linalg.vector_norm(d)) <= rtol*float(torch.linalg.vector_norm(y)): done[c] = True
-                prev[c] = y
+            cut = cut_of(float(rho.max()))
+            for c_ in (run & ~done).nonzero().flatten().tolist():
+                y, _ = _coef([t[c_] for t in al], [t[c_] for t in bt], j + 1, nb[c_], lambda th: filters[0](th, cut))
+                if prev[c_] is not None:
+                    d = y.clone(); d[:prev[c_].shape[0]] -= prev[c_]
+                    if float(torch.linalg.vector_norm(d)) <= rtol*float(torch.linalg.vector_norm(y)): done[c_] = True
+                prev[c_] = y
         if j + 1 == p: done |= run; inv |= run
         conv |= done
         steps = torch.where(run, j + 1, steps)
@@ -110,14 +125,58 @@ def _filtered_lanczos(op, B, filters, rtol, maxiter, check_every=10):
         Qb[:, j + 1] = W/torch.where(run, b, torch.ones_like(b))[:, None]*run[:, None]
     Qm = Qb[:, :len(al)]
     outs = [torch.zeros_like(B) for _ in filters]
-    thetas = []
+    thetas, cut = [], cut_of(float(rho.max()))
     for c in live.nonzero().flatten().tolist():
         m = int(steps[c])
         for o, f in zip(outs, filters):
-            y, th = _coef([t[c] for t in al], [t[c] for t in bt], m, nb[c], f)
+            y, th = _coef([t[c] for t in al], [t[c] for t in bt], m, nb[c], lambda th: f(th, cut))
             o[:, c] = Qm[c, :m].mT @ y.to(B)
         thetas.append(th)
-    return outs, conv, inv, steps, thetas
+    return outs, conv, inv, steps, thetas, rho
+
+
+# %% ../nbs/09_attribution.ipynb #b10c4a2e
+def _block_krylov(op, B, filters, cut_of, rtol, maxiter, check_growth=0.1):
+    """Block Lanczos (Rayleigh–Ritz with full reorthogonalisation) on ONE Krylov space shared by all columns of B:
+    K = span{B, HB, H²B, …}. `filters` are f(θ, cut); `cut_of(ρ)` gives the cut-off for the measured rounding level ρ.
+    Returns ([Q S f(Θ) Sᵀ Qᵀ B for f in filters], converged (k,), invariant, block steps, Ritz values, basis
+    dimension (= HVP columns spent), ρ)."""
+    p, k = B.shape
+    eps = torch.finfo(B.dtype).eps
+    Q, HQ, V = B.new_zeros((p, 0)), B.new_zeros((p, 0)), B
+    scale = float(torch.linalg.vector_norm(B, dim=0).max())                      # first block: relative to ‖B‖; then to ‖H‖
+    conv = torch.zeros(k, dtype=torch.bool, device=B.device)
+    inv, prev, outs, th, steps, last, rho = False, None, None, None, 0, 0, 0.
+    while steps < maxiter:
+        for _ in range(2): V = V - Q @ (Q.mT @ V)                                   # full reorthogonalisation
+        U, sv, _ = torch.linalg.svd(V, full_matrices=False)                         # rank-revealing: drop dependent directions
+        keep = sv > 10*math.sqrt(p)*eps*scale
+        steps += 1
+        if not bool(keep.any()): inv = True
+        else:
+            Vn = U[:, keep][:, :max(0, p - Q.shape[1])]
+            W = op(Vn)
+            if not bool(torch.isfinite(W).all()): raise ValueError("risk: a Hessian-vector product returned NaN or Inf")
+            Q, HQ = torch.cat([Q, Vn], 1), torch.cat([HQ, W], 1)
+            scale = max(0. if Q.shape[1] == Vn.shape[1] else scale, float(torch.linalg.vector_norm(W, dim=0).max()))
+            inv = Q.shape[1] >= p
+            V = W
+        if inv or steps >= maxiter or Q.shape[1] - last >= max(10, check_growth*last):   # Rayleigh–Ritz, now and then
+            last = Q.shape[1]
+            T = Q.mT @ HQ                                                            # Tᵢⱼ = qᵢᵀ fl(H qⱼ): symmetric up to rounding
+            rho = max(rho, float(torch.linalg.vector_norm(torch.triu(T - T.mT, 1), dim=0).max())) if T.shape[0] > 1 else rho
+            cut = cut_of(rho)
+            th, S = torch.linalg.eigh(((T + T.mT)/2).double())
+            C = S.mT @ (Q.mT @ B).double()                                           # Ritz coordinates of B
+            outs = [(Q @ (S @ (f(th, cut)[:, None]*C)).to(B)) for f in filters]
+            if prev is not None:
+                d = torch.linalg.vector_norm(outs[0] - prev, dim=0)
+                conv = d <= rtol*torch.linalg.vector_norm(outs[0], dim=0)
+            prev = outs[0]
+            if inv or bool(conv.all()): break
+    if inv: conv = torch.ones_like(conv)
+    return outs, conv, torch.full_like(conv, inv), steps, th, Q.shape[1], rho
+
 
 # %% ../nbs/09_attribution.ipynb #18cb9bdd
 def _check_solve_args(risk, damping, rank_rtol, rtol, maxiter):
@@ -130,49 +189,75 @@ def _check_solve_args(risk, damping, rank_rtol, rtol, maxiter):
     maxiter = risk.p if maxiter is None else check_count(maxiter, 'maxiter')
     return damping, rank_rtol, rtol, maxiter
 
+def _warn_ambiguous(info, who):
+    "Warn when kept Ritz values lie within 1000× the measured rounding level ρ: their rank decision and 1/θ are rounding."
+    if info.ambiguous_kept:
+        warnings.warn(f"{who}: {info.ambiguous_kept} kept Ritz values lie within 1000× the rounding level ρ = {info.rounding:.2e} "
+                      f"of the Hessian-vector products (cut-off {info.cutoff:.2e}): the rank decision and their 1/θ are "
+                      f"rounding; raise rank_rtol above {1000*info.rounding/info.sigma_max:.1e} (or leave it None)",
+                      RuntimeWarning, stacklevel=3)
+
 def pinv_solve(risk, # a `setsens.risk.Risk` at (x̄, w̄)
                B: torch.Tensor, # right-hand sides (p,) or (p, k)
                damping: float=0., # λ ≥ 0: solve with H + λI
-               rank_rtol: float|None=None, # drop eigenvalues |θ| ≤ rank_rtol·σ_max(H) (as `torch.linalg.pinv(rtol=)`); None: p·eps undamped, 0 damped
+               rank_rtol: float|None=None, # drop eigenvalues |θ| ≤ rank_rtol·σ_max(H) (as `torch.linalg.pinv(rtol=)`); None: max(p·eps·σ_max, 1000ρ) undamped (ρ the measured rounding level, see `SolveInfo`), 0 damped
                rtol: float|None=None, # stop a column when its Lanczos coefficients change by ≤ rtol (relative) over 10 steps; None: 1e-10 (float64), 1e-5 (float32)
                maxiter: int|None=None, # Lanczos steps (HVPs) per column; None: p (exact in exact arithmetic)
                powers: tuple=(1,), # also return (H + λI)⁺ᵖ B for these powers p, from the same Krylov space
-               rhs_chunk: int=32, # columns solved together (memory: maxiter·p·rhs_chunk numbers)
+               rhs_chunk: int=32, # 'lanczos': columns solved together (memory: maxiter·p·rhs_chunk numbers)
+               method: str='auto', # 'block': one Krylov space shared by all columns; 'lanczos': one per column; 'auto': block for k ≥ 2 when its basis fits block_mem
+               block_mem: float=2**30, # 'auto': bytes the block basis (p × min(p, k·maxiter), twice) may take
                warn: bool=True, # warn (RuntimeWarning) when a column did not converge
               ):
     "Filtered Krylov solve: (H + λI)⁺_τ B (minimum norm, eigenvalues |θ| ≤ τ dropped), matrix-free; returns (X, SolveInfo), or ([X per power], SolveInfo)."
     damping, rank_rtol, rtol, maxiter = _check_solve_args(risk, damping, rank_rtol, rtol, maxiter)
     rhs_chunk = check_count(rhs_chunk, 'rhs_chunk')
+    if method not in ('auto', 'block', 'lanczos'): raise ValueError(f"method: expected 'auto', 'block' or 'lanczos', got {method!r}")
     check_tensor(B, 'B'); check_same(B, risk.w, 'B, risk.w')
     if B.ndim not in (1, 2) or B.shape[0] != risk.p: raise ValueError(f"B: expected shape ({risk.p},) or ({risk.p}, k), got {tuple(B.shape)}")
     vec, B = B.ndim == 1, B.reshape(risk.p, -1)
     t0 = time.perf_counter()
     theta0, _ = lanczos(risk.hvp, risk.p, 20, risk.dtype, risk.device)      # ‖H‖₂ from a 20-step random start
     smax = float(theta0.abs().max())
-    if rank_rtol is None: rank_rtol = 0. if damping > 0 else risk.p*torch.finfo(risk.dtype).eps
-    cut = rank_rtol*smax
+    if rank_rtol is None and damping == 0: cut_of = lambda rho: max(risk.p*torch.finfo(risk.dtype).eps*smax, 1000*rho)
+    else: cut_of = lambda rho, c=(rank_rtol or 0.)*smax: c
     op = (lambda V: risk.hvp(V) + damping*V)
-    keep = (lambda th: th.abs() > cut) if cut > 0 else (lambda th: torch.ones_like(th, dtype=torch.bool))
-    filt = [lambda th, q=q: torch.where(keep(th - damping), th.reciprocal()**q, torch.zeros_like(th)) for q in powers]   # θ: Ritz values of H + λI
-    outs, parts = [[] for _ in powers], []
-    for s in range(0, B.shape[1], rhs_chunk):
-        o, *rest = _filtered_lanczos(op, B[:, s:s + rhs_chunk], filt, rtol, maxiter)
-        for acc, x in zip(outs, o): acc.append(x)
-        parts.append(rest)
-    X = [torch.cat(x, 1) for x in outs]
-    conv, inv, steps = (torch.cat([r[i] for r in parts]) for i in range(3))
-    kept = max([int(keep(th - damping).sum()) for r in parts for th in r[3]] or [0])
+    keep = lambda th, cut: (th.abs() > cut) if cut > 0 else torch.ones_like(th, dtype=torch.bool)
+    filt = [lambda th, cut, q=q: torch.where(keep(th - damping, cut), th.reciprocal()**q, torch.zeros_like(th)) for q in powers]   # θ: Ritz values of H + λI
+    k = B.shape[1]
+    if method == 'auto':
+        method = 'block' if k >= 2 and 2*risk.p*min(risk.p, k*maxiter)*B.element_size() <= block_mem else 'lanczos'
+    if method == 'block':
+        X, conv, inv, nsteps, th, hvps, rho = _block_krylov(op, B, filt, cut_of, rtol, maxiter)
+        steps, thetas = torch.full((k,), nsteps, dtype=torch.long), [th]
+    else:
+        outs, parts, rho = [[] for _ in powers], [], 0.
+        for s in range(0, k, rhs_chunk):
+            o, *rest = _filtered_lanczos(op, B[:, s:s + rhs_chunk], filt, lambda r_: cut_of(max(rho, r_)), rtol, maxiter)
+            for acc, x in zip(outs, o): acc.append(x)
+            parts.append(rest)
+            rho = max(rho, float(rest[4].max()))
+        X = [torch.cat(x, 1) for x in outs]
+        conv, inv, steps = (torch.cat([r[i] for r in parts]) for i in range(3))
+        thetas, hvps = [th for r in parts for th in r[3]], int(steps.sum())
+    cut = cut_of(rho)
+    kept, amb, amb_kept = 0, 0, 0
+    for th in thetas:                                                       # one entry (block), or one per live column
+        kp = keep(th - damping, cut)
+        band = (th.abs() > rho) & (th.abs() <= 1000*rho) | (th.abs() <= rho) & kp
+        kept, amb, amb_kept = max(kept, int(kp.sum())), max(amb, int(band.sum())), max(amb_kept, int((band & kp).sum()))
     R = op(X[0]) - B
     bn, Abn = torch.linalg.vector_norm(B, dim=0), torch.linalg.vector_norm(op(B), dim=0)
     rel = lambda a, b: torch.where(b > 0, a/torch.where(b > 0, b, 1), a)
     info = SolveInfo('converged' if bool(conv.all()) else 'maxiter', conv, inv, steps,
                      rel(torch.linalg.vector_norm(R, dim=0), bn), rel(torch.linalg.vector_norm(op(R), dim=0), Abn),
-                     cut, smax, kept, risk.p - kept, time.perf_counter() - t0)
+                     cut, smax, kept, risk.p - kept, time.perf_counter() - t0, method, hvps, rho, amb, amb_kept)
     if warn and not bool(conv.all()):
         bad = (~conv).nonzero().flatten().tolist()
         warnings.warn(f"pinv_solve: {len(bad)} of {len(conv)} right-hand sides did not converge in maxiter={maxiter} "
-                      f"Lanczos steps (columns {bad[:10]}{'…' if len(bad) > 10 else ''}); raise maxiter or loosen rtol",
+                      f"Krylov steps (columns {bad[:10]}{'…' if len(bad) > 10 else ''}); raise maxiter or loosen rtol",
                       RuntimeWarning, stacklevel=2)
+    if warn: _warn_ambiguous(info, 'pinv_solve')
     X = [x[:, 0] if vec else x for x in X]
     return (X[0] if tuple(powers) == (1,) else X), info
 
@@ -181,7 +266,7 @@ def pinv_solve(risk, # a `setsens.risk.Risk` at (x̄, w̄)
 class AttributionInfo:
     "What `influence_scores` did and what to distrust."
     solve: SolveInfo # the solve with H for the query gradients
-    grad_norm: float # ‖∇R(w̄)‖: influence assumes a stationary point
+    grad_norm: float # ‖∇R(w̄) + μw̄‖ (μ = weight_decay): influence assumes a stationary point of the training objective
     grad_ratio: float # ‖∇R(w̄)‖ / median_i ‖s ∇ℓ_i‖ (the gradient a removal adds); > stationary_tol warns
     query_grad_norms: torch.Tensor # ‖∇q_j‖ per query (m,); 0 means the query does not depend on w
     test_in_train: list = field(default_factory=list) # (test row, training row) pairs with identical data
@@ -223,12 +308,14 @@ def _same_rows(risk, Xt, Yt):
 def influence_scores(risk, # a `setsens.risk.Risk` at a trained w̄ (per-example loss, or a `from_function` mean of rows)
                      query, # q(w) -> (m,) or 0-d: a callable of the flat parameters; or test data (X_test, Y_test) scored with the risk's loss
                      kind: str='remove', # 'remove': predicted q(w̄₋ᵢ) − q(w̄); 'upweight': dq/dε for R + εℓ_i
-                     damping: float=0., # λ ≥ 0: use H + λI (0: the minimum-norm solution with H⁺)
-                     rank_rtol: float|None=None, # spectral cut-off relative to ‖H‖₂, as `torch.linalg.pinv(rtol=)`; None: p·eps (undamped), 0 (damped)
+                     damping: float=0., # λ ≥ 0: a solve regulariser, H + λI (0: the minimum-norm solution with H⁺); w̄ must still make ∇R vanish
+                     weight_decay: float=0., # μ ≥ 0: w̄ minimises R + (μ/2)‖w‖² (decay outside the risk): H + μI, stationarity ∇R + μw̄ = 0
+                     rank_rtol: float|None=None, # spectral cut-off relative to ‖H‖₂, as `torch.linalg.pinv(rtol=)`; None: max(p·eps, 1000ρ/σ_max) undamped (see `pinv_solve`), 0 damped
                      rtol: float|None=None, # Lanczos stopping tolerance (see `pinv_solve`)
                      maxiter: int|None=None, # Lanczos steps per query; None: p
                      chunk: int=256, # training rows per `vmap` of per-example gradients
-                     rhs_chunk: int=32, # queries solved together
+                     rhs_chunk: int=32, # queries solved together (method 'lanczos')
+                     method: str='auto', # the solve: 'block' (one Krylov space for all queries), 'lanczos', 'auto' (see `pinv_solve`)
                      stationary_tol: float=0.1, # warn when ‖∇R(w̄)‖ > stationary_tol · median_i ‖s∇ℓ_i‖
                      warn: bool=True, # warn on non-convergence, a non-stationary w̄, zero query gradients, test rows in the training set
                     ) -> tuple[torch.Tensor, AttributionInfo]:
@@ -238,6 +325,7 @@ def influence_scores(risk, # a `setsens.risk.Risk` at a trained w̄ (per-example
     if kind not in ('remove', 'upweight'): raise ValueError(f"kind: expected 'remove' or 'upweight', got {kind!r}")
     chunk = check_count(chunk, 'chunk')
     stationary_tol = check_positive(stationary_tol, 'stationary_tol')
+    weight_decay = check_positive(weight_decay, 'weight_decay', strict=False)
     Gq, test = _query_grads(risk, query, chunk)
     qn = torch.linalg.vector_norm(Gq, dim=1)
     if not bool((qn > 0).any()):
@@ -250,7 +338,10 @@ def influence_scores(risk, # a `setsens.risk.Risk` at a trained w̄ (per-example
     if warn and pairs:
         warnings.warn(f"query: {len(pairs)} test rows equal training rows ((test, train) pairs {pairs[:5]}): the score of "
                       f"such a pair is the point's self-influence, not a generalisation measure", RuntimeWarning, stacklevel=2)
-    Z, sinfo = pinv_solve(risk, Gq.T.contiguous(), damping, rank_rtol, rtol, maxiter, rhs_chunk=rhs_chunk, warn=False)
+    damping = check_positive(damping, 'damping', strict=False)
+    Z, sinfo = pinv_solve(risk, Gq.T.contiguous(), damping + weight_decay, rank_rtol, rtol, maxiter, rhs_chunk=rhs_chunk,
+                          method=method, warn=False)
+    if warn: _warn_ambiguous(sinfo, 'influence_scores')
     if warn and sinfo.status != 'converged':
         warnings.warn(f"influence_scores: the solve with H did not converge for {int((~sinfo.converged).sum())} queries "
                       f"(status {sinfo.status!r}, normres {sinfo.normres.max():.3g}); their scores are approximate "
@@ -265,13 +356,16 @@ def influence_scores(risk, # a `setsens.risk.Risk` at a trained w̄ (per-example
             raise ValueError(f"risk: fn(params, X, Y) = {float(R):.6g} is not the mean of fn over single rows "
                              f"({float(s*tot):.6g}): the risk couples its rows, so 'removing a point' is not defined")
     S = S*s if kind == 'remove' else -S                                         # remove: ε = −s in R + εℓ_i
-    gn = float(torch.linalg.vector_norm(risk.grad()))
+    gn = float(torch.linalg.vector_norm(risk.grad() + weight_decay*risk.w))      # the training objective's gradient
     typ = float(torch.cat(norms).median())*s
     ratio = gn/typ if typ > 0 else (math.inf if gn > 0 else 0.)
     if warn and ratio > stationary_tol:
         warnings.warn(f"w̄ is not a stationary point of R: ‖∇R(w̄)‖ = {gn:.3g} is {ratio:.3g}× the median gradient a "
                       f"single removal adds (‖s∇ℓ_i‖ = {typ:.3g}); influence scores assume a minimiser and are off by "
-                      f"about that ratio: train further (info.grad_ratio)", SetupWarning, stacklevel=2)
+                      f"about that ratio: train further (info.grad_ratio)"
+                      + ("; if w̄ was trained with weight decay that the risk does not contain, pass weight_decay= (damping= "
+                         "is a solve regulariser and leaves the stationarity condition ∇R = 0)" if weight_decay == 0 else ""),
+                      SetupWarning, stacklevel=2)
     return S, AttributionInfo(sinfo, gn, ratio, qn, pairs, kind, time.perf_counter() - t0)
 
 # %% ../nbs/09_attribution.ipynb #6c82cab9

@@ -254,3 +254,99 @@ def test_power_iteration_not_converged_warns():
     with pytest.warns(RuntimeWarning, match='power iteration did not settle'):
         P = worst_poisoning(r, [0, 1, 2, 3, 4, 5], iters=2, tol=1e-14)
     assert not P.converged
+
+
+# -- round two: the block solve for many queries, and weight decay outside the risk ------------------------------------
+@pytest.mark.parametrize('kw', [{'rank_rtol': 1e-9}, {'damping': 1e-2}, {'rank_rtol': 1e-3}])
+def test_block_solve_matches_dense_and_lanczos(kw):
+    r, H, G, Xt, Yt = dup_mlp()
+    B = torch.cat([G(Xt, Yt).T, torch.randn(r.p, 4, dtype=f64, generator=torch.Generator().manual_seed(7))], 1)
+    xb, ib = pinv_solve(r, B, method='block', **kw)
+    xl, il = pinv_solve(r, B, method='lanczos', **kw)
+    if 'damping' in kw: expect = torch.linalg.solve(H + kw['damping']*torch.eye(r.p, dtype=f64), B)
+    else: expect = torch.linalg.pinv(H, hermitian=True, rtol=kw['rank_rtol']) @ B
+    assert rel(xb, expect) < 1e-8 and rel(xl, expect) < 1e-8
+    assert ib.method == 'block' and il.method == 'lanczos' and ib.status == 'converged'
+    assert ib.hvps < il.hvps                                 # one shared space: fewer products than a space per column
+    for c in (1e-6, 1e6):                                    # the rank test is scale-free (a bug once: ‖B‖ ≫ ‖H‖ stopped it early)
+        assert rel(pinv_solve(r, c*B, method='block', **kw)[0], c*expect) < 1e-8
+    if 'damping' not in kw: assert ib.kernel_dim_estimate == r.p - int(torch.linalg.matrix_rank(H, hermitian=True, rtol=kw['rank_rtol']))
+
+
+def test_block_solve_auto_powers_and_bad_method():
+    r, H = interp_mlp()
+    B = torch.randn(r.p, 5, dtype=f64, generator=torch.Generator().manual_seed(8))
+    (x1, x2), info = pinv_solve(r, B, powers=(1, 2))
+    Hp = torch.linalg.pinv(H, hermitian=True)
+    assert info.method == 'block' and rel(x1, Hp @ B) < 1e-9 and rel(x2, Hp @ Hp @ B) < 1e-8
+    _, info = pinv_solve(r, B, block_mem=1)                  # the basis does not fit: one space per column
+    assert info.method == 'lanczos'
+    assert pinv_solve(r, B[:, 0])[1].method == 'lanczos'
+    with pytest.raises(ValueError, match='method'): pinv_solve(r, B, method='cg')
+    with pytest.warns(RuntimeWarning, match='did not converge'):
+        _, info = pinv_solve(r, B, method='block', maxiter=1)
+    assert info.status == 'maxiter'
+
+
+def _decay_problem(mu=0.3):
+    "Softmax regression, 200 points, 6 features (one duplicated), trained on R + (μ/2)‖W‖² with R the plain mean CE."
+    g = torch.Generator().manual_seed(9)
+    X, Y = torch.randn(200, 5, generator=g, dtype=f64), torch.randint(0, 3, (200,), generator=g)
+    X = torch.cat([X, X[:, :1]], 1)
+    fn = lambda P, X_, Y_: F.cross_entropy(X_ @ P['W'].T, Y_)
+    obj = lambda w, X_, Y_: fn({'W': w.view(3, 6)}, X_, Y_) + 0.5*mu*w.pow(2).sum()
+    def newton(w, X_, Y_):
+        for _ in range(30):
+            g = grad(obj)(w, X_, Y_)
+            if float(g.norm()) < 1e-13: break
+            w = w - torch.linalg.solve(hessian(obj)(w, X_, Y_), g)
+        assert float(grad(obj)(w, X_, Y_).norm()) < 1e-12
+        return w
+    w = newton(torch.zeros(18, dtype=f64), X, Y)
+    return Risk.from_function(fn, {'W': w.view(3, 6).clone()}, X, Y), obj, newton, mu
+
+
+def test_weight_decay_outside_the_risk():
+    r, obj, newton, mu = _decay_problem()
+    Xq, Yq = r.X[:5] + 0.1, r.Y[:5]
+    q = lambda w: F.cross_entropy(Xq @ w.view(3, 6).T, Yq)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', SetupWarning)
+        S, info = influence_scores(r, q, weight_decay=mu)       # stationary for R + (μ/2)‖w‖²: no warning
+    assert info.grad_ratio < 1e-8
+    with pytest.warns(SetupWarning, match='weight_decay='):     # damping is a solve regulariser: ∇R ≠ 0 at w̄
+        Sd, dinfo = influence_scores(r, q, damping=mu)
+    assert dinfo.grad_ratio > 0.1 and rel(Sd, S) < 1e-10       # same solve, different stationarity verdict
+    rowl = lambda w, x, y: F.cross_entropy((x @ w.view(3, 6).T)[None], y[None])
+    Gt = vmap(grad(rowl), (None, 0, 0))(r.w, r.X, r.Y)
+    H = hessian(lambda w: obj(w, r.X, r.Y))(r.w)                # the Hessian of the training objective: H_R + μI
+    assert rel(S[0], grad(q)(r.w) @ torch.linalg.solve(H, Gt.T) / r.n) < 1e-9
+    actual = []                                                 # leave-one-out re-training of the decayed objective
+    for i in range(r.n):
+        keep = torch.arange(r.n) != i
+        actual.append(float(q(newton(r.w, r.X[keep], r.Y[keep])) - q(r.w)))
+    actual = torch.tensor(actual, dtype=f64)
+    assert float(torch.corrcoef(torch.stack([S[0], actual]))[0, 1]) > 0.99
+    err = lambda a: float((a - actual).norm()/actual.norm())
+    S0, _ = influence_scores(r, q, warn=False)                  # ignoring the decay (H_R⁺): measured 85 % off vs 2.4 %
+    assert err(S[0]) < 0.05 and err(S0[0]) > 1.5*err(S[0])
+    with pytest.raises(ValueError, match='weight_decay'): influence_scores(r, q, weight_decay=-1.)
+
+
+# -- the default cut-off: measured rounding level, ambiguous band --------------------------------------------------------
+@pytest.mark.parametrize('method', ['lanczos', 'block'])
+def test_rounding_level_and_ambiguous_band(method):
+    r, H = interp_mlp()
+    B = torch.randn(r.p, 3, dtype=f64, generator=torch.Generator().manual_seed(4))
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', RuntimeWarning)
+        x, info = pinv_solve(r, B, method=method)                 # default: no warning on a problem with a clean gap
+    assert rel(x, torch.linalg.pinv(H, hermitian=True) @ B) < 1e-9
+    assert 0 < info.rounding < 1e-12*info.sigma_max             # float64 rounding of the products, measured
+    assert info.cutoff == max(r.p*torch.finfo(f64).eps*info.sigma_max, 1000*info.rounding)
+    assert info.ambiguous_kept == 0
+    with pytest.warns(RuntimeWarning, match='rounding level'):  # keep everything: kernel Ritz values are kept and warned
+        _, i0 = pinv_solve(r, B, method=method, rank_rtol=0.)
+    assert i0.ambiguous_kept > 0 and i0.ambiguous >= i0.ambiguous_kept
+    _, id_ = pinv_solve(r, B, method=method, damping=1e-3)       # damped: no cut-off, nothing near the rounding level
+    assert id_.cutoff == 0 and id_.ambiguous == 0

@@ -1,0 +1,208 @@
+"""Peers side by side on the MNIST logistic-regression leave-one-out ground truth of `benchmarks/attribution.py` part B
+(same w̄, data and re-trained LOO changes of the mean test loss, read from its --save file). One markdown table.
+
+    .venv/bin/python benchmarks/attribution.py --parts b --n 1000 --ntest 500 --loo 100 --save /tmp/lr_1000.pt
+    /work/peers-venv/bin/python benchmarks/peers/side_by_side.py /tmp/lr_1000.pt [--budget 120]
+
+Peers run in their own environment (/work/peers-venv, see pydvl_lr.py); they are never runtime dependencies.
+Every peer sees the same model (nn.Linear(784, 10) at w̄, float64 unless a row says otherwise), the mean cross-entropy
+*without* the L2 term (a peer's loss is a function of the outputs; its regularisation/damping adds λI to the Hessian,
+so λ = the L2 weight 1e-3 is the exact Hessian of the trained objective), the 500 test images, and scores the LOO points.
+A score is turned into the predicted change of the mean test loss on removal by averaging over the test points; its sign
+convention is the peer's (the 'orientation' column says whether it correlates positively with setsens' scores; the
+Pearson/Spearman columns use the score times that orientation, so a convention flip is not counted as an error; the
+orientation is fixed once per peer, from its configuration closest to setsens, and applied to all its rows). The
+best damping is picked from the grid by the LOO correlation itself (an oracle choice: an upper bound on what tuning buys).
+Top-10: overlap of the 10 LOO points with the largest actual increase of the test loss and the 10 largest predicted.
+"""
+import argparse, math, os, signal, sys, tempfile, time, warnings
+import numpy as np
+os.environ.setdefault('TQDM_DISABLE', '1')
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+GRID = [1e-4, 1e-3, 1e-2]
+
+
+def pearson(a, b):
+    return float(np.corrcoef(np.asarray(a, float), np.asarray(b, float))[0, 1])
+
+
+def spearman(a, b):
+    r = lambda x: np.argsort(np.argsort(np.asarray(x, float)))
+    return pearson(r(a), r(b))
+
+
+def topk(pred, actual, k=10):
+    return len(set(np.argsort(-np.asarray(pred))[:k]) & set(np.argsort(-np.asarray(actual))[:k]))/k
+
+
+class Budget(Exception): pass
+
+
+def _alarm(*_): raise Budget()
+
+
+def model_at(w, dtype):
+    "nn.Sequential(nn.Linear(784, 10)) at w̄ (wrapped: dattri's EK-FAC and kronfluence look modules up by a non-empty name)."
+    m = nn.Sequential(nn.Linear(784, 10)).to(dtype)
+    with torch.no_grad():
+        m[0].weight.copy_(w[:7840].view(10, 784)); m[0].bias.copy_(w[7840:])
+    return m
+
+
+# -- the peers: each returns the (|idx|,) mean-over-test score -----------------------------------------------------------
+def dattri_run(kind, damp, d, dtype=torch.float64):
+    from dattri.task import AttributionTask
+    from dattri.algorithm.influence_function import (IFAttributorExplicit, IFAttributorCG, IFAttributorLiSSA,
+                                                     IFAttributorArnoldi, IFAttributorEKFAC)
+    X, Y, Xt, Yt, idx = d['X'].to(dtype), d['Y'], d['Xt'].to(dtype), d['Yt'], d['idx']
+    model = model_at(d['w'], dtype)
+    def loss(params, data):
+        x, y = data                                  # .long(): dattri's LiSSA collate casts every data tensor to float
+        return F.cross_entropy(torch.func.functional_call(model, params, (x,)), y.long())
+    task = AttributionTask(loss_func=loss, model=model, checkpoints=model.state_dict())
+    kw = {} if damp is None else ({'damping': damp} if kind in ('lissa', 'ekfac') else {'regularization': damp})
+    cls = {'explicit': IFAttributorExplicit, 'cg': IFAttributorCG, 'lissa': IFAttributorLiSSA,
+           'arnoldi': IFAttributorArnoldi, 'ekfac': IFAttributorEKFAC}[kind]
+    att = cls(task=task, device='cpu', **kw)
+    DL = lambda *t, b: torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*t), batch_size=b, shuffle=False)
+    att.cache(DL(X, Y, b=len(X)))
+    S = att.attribute(DL(X[idx], Y[idx], b=len(idx)), DL(Xt, Yt, b=len(Xt)))          # (|idx|, n_test)
+    return S.mean(1).double()
+
+
+def captum_run(damp, d, proj=None):
+    from captum.influence import NaiveInfluenceFunction
+    X, Y, Xt, Yt, idx = d['X'], d['Y'], d['Xt'], d['Yt'], d['idx']
+    model = model_at(d['w'], torch.float64)
+    path = os.path.join(tempfile.mkdtemp(), 'ckpt.pt')
+    torch.save(model.state_dict(), path)
+    def load(m, p):
+        m.load_state_dict(torch.load(p, weights_only=True)); return 1.
+    kw = {} if damp is None else {'hessian_reg': damp}
+    if proj is not None: kw['projection_dim'] = proj
+    inf = NaiveInfluenceFunction(model, torch.utils.data.TensorDataset(X[idx], Y[idx]), path, load,
+                                 loss_fn=nn.CrossEntropyLoss(reduction='none'), batch_size=len(idx),
+                                 hessian_dataset=torch.utils.data.TensorDataset(X, Y),
+                                 test_loss_fn=nn.CrossEntropyLoss(reduction='none'), **kw)
+    S = inf.influence((Xt, Yt))                                                  # (n_test, |idx|)
+    return S.detach().mean(0).double()
+
+
+def kronfluence_run(damp, d):
+    from kronfluence.analyzer import Analyzer, prepare_model
+    from kronfluence.task import Task
+    from kronfluence.arguments import FactorArguments, ScoreArguments
+    X, Y, Xt, Yt, idx = d['X'].float(), d['Y'], d['Xt'].float(), d['Yt'], d['idx']
+    model = model_at(d['w'], torch.float32)
+    class T(Task):
+        def compute_train_loss(self, batch, model, sample=False):
+            x, y = batch
+            out = model(x)
+            if sample:
+                with torch.no_grad(): y = torch.multinomial(torch.softmax(out.detach(), -1), 1).flatten()
+            return F.cross_entropy(out, y, reduction='sum')
+        def compute_measurement(self, batch, model):
+            x, y = batch
+            return F.cross_entropy(model(x), y, reduction='sum')
+    model = prepare_model(model, T())
+    out = tempfile.mkdtemp()
+    an = Analyzer('lr', model, T(), output_dir=out, disable_tqdm=True, disable_model_save=True)
+    an.fit_all_factors('f', torch.utils.data.TensorDataset(X, Y), per_device_batch_size=len(X),
+                       factor_args=FactorArguments(strategy='ekfac'), overwrite_output_dir=True)
+    sa = ScoreArguments() if damp is None else ScoreArguments(damping_factor=damp)
+    an.compute_pairwise_scores('s', 'f', query_dataset=torch.utils.data.TensorDataset(Xt, Yt),
+                               train_dataset=torch.utils.data.TensorDataset(X[idx], Y[idx]),
+                               per_device_query_batch_size=len(Xt), per_device_train_batch_size=len(idx),
+                               score_args=sa, overwrite_output_dir=True)
+    S = an.load_pairwise_scores('s')['all_modules']                              # (n_test, |idx|)
+    return S.mean(0).double()
+
+
+def pydvl_run(damp, d):
+    from pydvl.influence.torch import CgInfluence
+    from pydvl.influence import InfluenceMode
+    X, Y, Xt, Yt, idx = d['X'], d['Y'], d['Xt'], d['Yt'], d['idx']
+    model = model_at(d['w'], torch.float64)
+    kw = {} if damp is None else {'regularization': damp}
+    m = CgInfluence(model, F.cross_entropy, **kw).fit(
+        torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, Y), batch_size=500))
+    return m.influences(Xt, Yt, X[idx], Y[idx], mode=InfluenceMode.Up).mean(0).double()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('path')
+    ap.add_argument('--budget', type=int, default=60, help='seconds per configuration')
+    ap.add_argument('--only', default='', help='comma-separated method prefixes to run (default: all)')
+    ap.add_argument('--threads', type=int, default=1)
+    ap.add_argument('--no-header', action='store_true', help='print only the peer rows (to append a second process)')
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    d = torch.load(a.path, weights_only=True)
+    idx, actual, ours = d['idx'], d['actual'].numpy(), d['ours'][d['idx']].numpy()
+    lam = float(d['lam'])
+    methods = [
+        ('dattri IFAttributorExplicit', lambda g: dattri_run('explicit', g, d), '0', True),
+        ('dattri IFAttributorCG', lambda g: dattri_run('cg', g, d), '0 (max_iter 10)', False),
+        ('dattri IFAttributorLiSSA (float32: its collate casts to float)', lambda g: dattri_run('lissa', g, d, torch.float32), '0 (depth 5000, scaling 50)', True),
+        ('dattri IFAttributorArnoldi (float32: float64 fails inside it)', lambda g: dattri_run('arnoldi', g, d, torch.float32), '0 (proj_dim 100)', True),
+        ('dattri IFAttributorEKFAC', lambda g: dattri_run('ekfac', g, d), '0', True),
+        ('captum NaiveInfluenceFunction', lambda g: captum_run(g, d), '1e-6 (projection_dim 50)', True),
+        ('kronfluence EK-FAC (float32)', lambda g: kronfluence_run(g, d), 'None (0.1 × mean eigenvalue)', False),
+        ('pyDVL CgInfluence', lambda g: pydvl_run(g, d), 'None', False),
+    ]
+    if a.only: methods = [m for m in methods if any(m[0].startswith(o) for o in a.only.split(','))]
+    n = d['X'].shape[0]
+    if not a.no_header: print(f"\n### Peers on MNIST logistic regression LOO (n = {n}, {len(idx)} re-trained removals, {d['Xt'].shape[0]} test "
+          f"images, L2 λ = {lam:g} in the training objective; {a.budget} s per configuration; one thread)\n")
+    if not a.no_header: print("| method | damping | Pearson vs LOO | Spearman | top-10 overlap | orientation vs setsens | seconds | note |")
+    if not a.no_header: print("|---|---|---|---|---|---|---|---|")
+    if not a.no_header: print(f"| setsens influence_scores (H⁺, exact solve) | none (H includes λ) | {pearson(ours, actual):.4f} | "
+          f"{spearman(ours, actual):.4f} | {topk(ours, actual):.1f} | + | {float(d['ours_seconds']):.1f} | |", flush=True)
+    signal.signal(signal.SIGALRM, _alarm)
+    for name, run, default, fixed_cost in methods:
+        results = []
+        for g in [None] + GRID:
+            if fixed_cost and results and results[0][3].startswith('did not finish'):   # damping does not change its cost
+                results.append((g, None, 0., 'skipped: the default did not finish in the budget'))
+                continue
+            t0 = time.perf_counter()
+            torch.manual_seed(0)                                          # kronfluence samples labels (true Fisher)
+            signal.alarm(a.budget)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter('ignore')
+                    s = run(g).detach().numpy()
+                sec = time.perf_counter() - t0
+                if not np.isfinite(s).all(): raise FloatingPointError('non-finite scores')
+                results.append((g, s, sec, ''))
+            except Budget:
+                results.append((g, None, time.perf_counter() - t0, f'did not finish in {a.budget} s'))
+            except Exception as e:
+                msg = ' '.join(f'{type(e).__name__}: {e}'.split())[:160].replace('|', '/')
+                results.append((g, None, time.perf_counter() - t0, msg))
+            finally:
+                signal.alarm(0)
+        # the peer's sign convention, once per peer: from its run that agrees best (in |Pearson|) with setsens
+        ran = [r for r in results if r[1] is not None]
+        o = 0. if not ran else (1. if pearson(max(ran, key=lambda r: abs(pearson(r[1], ours)))[1], ours) >= 0 else -1.)
+        results = [(g, math.nan, math.nan, math.nan, 0, sec, note) if sc is None else
+                   (g, pearson(o*sc, actual), spearman(o*sc, actual), topk(o*sc, actual), o, sec, note)
+                   for g, sc, sec, note in results]
+        show = lambda r, lab: print(f"| {name} | {lab} | {r[1]:.4f} | {r[2]:.4f} | {r[3]:.1f} | {'+' if r[4] > 0 else ('−' if r[4] < 0 else '–')} | "
+                                    f"{r[5]:.1f} | {r[6]} |", flush=True)
+        show(results[0], f'default {default}')
+        ok = [r for r in results[1:] if math.isfinite(r[1])]
+        if ok:
+            best = max(ok, key=lambda r: r[1])
+            show(best, f'best of grid {GRID}: {best[0]:g}')
+        else:
+            notes = sorted({r[6] for r in results[1:]})
+            print(f"| {name} | grid {GRID} | – | – | – | – | – | no grid value ran: {'; '.join(notes)[:200]} |", flush=True)
+
+
+if __name__ == '__main__':
+    main()

@@ -106,7 +106,7 @@ def test_detectors():
     table = '<p>| a | b |\n|---|---|\n| 1 | 2 |</p>'
     assert raw_tables(table) and not raw_tables('<p>The norm |K| of\n|K| points is |x|.</p>')
     assert not raw_tables('<table><tr><td>|K|</td></tr></table><p>a | b</p>')
-    assert bad_links('<a href="10_toy.ipynb">x</a><a href="11_dfcnn.ipynb#eq-12">y</a>', ROOT) == ['10_toy.ipynb', '11_dfcnn.ipynb#eq-12']
+    assert bad_links('<a href="20_toy.ipynb">x</a><a href="21_dfcnn.ipynb#eq-12">y</a>', ROOT) == ['20_toy.ipynb', '21_dfcnn.ipynb#eq-12']
     assert bad_links('<a href="https://x.org/a.ipynb">x</a><a href="#sec">s</a><a href="tests/test_docs.py">t</a>', ROOT) == []
     assert bad_links('<a href="nothere.html">x</a>', ROOT) == ['nothere.html']
     assert visible_show_doc('<pre><span class="n">show_doc</span><span class="p">(</span></pre>') == 1

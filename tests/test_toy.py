@@ -1,4 +1,4 @@
-"The toy example (eq. 16) against values derived by hand (see nbs/10_toy.ipynb for the derivation; the study in nbs/15_toy_study.ipynb)."
+"The toy example (eq. 16) against values derived by hand (see nbs/20_toy.ipynb for the derivation; the study in nbs/25_toy_study.ipynb)."
 import math
 import pytest
 import sympy as sp

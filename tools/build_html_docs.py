@@ -9,7 +9,7 @@ render offline, and adds the sidebar of `nbs/sidebar.yml` to every page, with th
 it. As nbdev/Quarto do, `show_doc` cells show their output only and links to `.ipynb` notebooks become links
 to their pages. `index.ipynb` becomes `index.html`.
 
-    python tools/build_html_docs.py --out _site [--only 02_sets 10_toy] [--workers 2] [--full]
+    python tools/build_html_docs.py --out _site [--only 02_sets 20_toy] [--workers 2] [--full]
 
 `--full` runs the notebooks at full size (without IN_TEST); the default is the CI sizes. `--stored` executes nothing
 and renders the outputs committed in the notebooks (`make nb-outputs` stores them), which is what `nbdev_docs` shows.
@@ -112,7 +112,7 @@ def _is_show_doc(src: str) -> bool:
     return bool(lines) and all(re.match(r'^\s*show_doc\(', l) for l in lines)
 
 def link_ipynb(html_text: str) -> str:
-    """Point relative links to notebooks (`10_toy.ipynb`, `10_toy.ipynb#anchor`) at their pages, as Quarto does:
+    """Point relative links to notebooks (`20_toy.ipynb`, `20_toy.ipynb#anchor`) at their pages, as Quarto does:
     the notebooks link to each other's `.ipynb` (which works on GitHub) and the book to the `.html`."""
     def sub(m):
         target, anchor = m.group(2), m.group(3) or ''

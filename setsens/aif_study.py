@@ -8,7 +8,8 @@ import math
 import torch
 from torch import nn
 from pathlib import Path
-from .core import default_device, Result
+from .core import default_device
+from .report import Result
 from .risk import Risk
 from .lp import adversarial_direction
 from .robust import robust_fit, linreg_data, linreg_risk

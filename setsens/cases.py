@@ -5,12 +5,10 @@
 # %% ../nbs/32_aif_cases.ipynb #e6272ba7
 from __future__ import annotations
 import math, warnings
-from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from .core import check_tensor, check_same, check_positive, in_test, progress, Result, atomic_write
-from pathlib import Path
+from .core import check_same, check_positive
 from .core import check_real, check_xy
 from .lp import check_p, conjugate, input_scale, adversarial_direction
 from .risk import Risk

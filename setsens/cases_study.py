@@ -9,7 +9,8 @@ from types import SimpleNamespace
 from pathlib import Path
 import numpy as np
 import torch
-from .core import check_same, progress, Result, atomic_write, check_real, check_xy
+from .core import check_same, progress, atomic_write, check_real, check_xy
+from .report import Result
 from .cases import THEOREM_5_1_REGIMES, gauss_sample, laplace_sample, corollary_5_1_sensitivity, engine_sensitivity, eq6_sensitivity, example_5_1_basis, example_5_1_constants, linear_basis, mean_abs_gaussian, mean_norm_gaussian, quadratic_basis, theorem_5_1_conditions, theorem_5_1_population, theorem_5_2_finite_n_term, theorem_5_2_sensitivity, theorem_5_3_bound, theorem_5_4_ratio
 
 # %% auto #0

@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse, contextlib, inspect, json, os, signal, stat, sys, tempfile, time, traceback
 from pathlib import Path
 import torch
-from .core import Result, results_markdown, counts_markdown, data_dir, atomic_write
+from .core import data_dir, atomic_write
+from .report import Result, results_markdown, counts_markdown
 from .toy_study import toy_study
 from .dfcnn_study import dfcnn_study
 from .resnet_study import resnet_study

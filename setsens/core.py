@@ -10,10 +10,9 @@ import torch
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['KINDS', 'data_dir', 'check_is_tensor', 'check_tensor', 'check_precision', 'check_same', 'check_positive',
-           'check_count', 'check_size', 'check_kind', 'check_real', 'check_xy', 'check_params', 'check_idx',
-           'doc_params', 'in_test', 'default_device', 'progress', 'moved', 'Result', 'md_cell', 'results_markdown',
-           'result_counts', 'counts_markdown', 'atomic_write']
+__all__ = ['data_dir', 'check_is_tensor', 'check_tensor', 'check_precision', 'check_same', 'check_positive', 'check_count',
+           'check_size', 'check_kind', 'check_real', 'check_xy', 'check_params', 'check_idx', 'doc_params', 'in_test',
+           'default_device', 'progress', 'moved', 'atomic_write']
 
 # %% ../nbs/00_core.ipynb #1f61bd51
 def _candidates(start: Path):
@@ -267,94 +266,9 @@ def moved(module: str, # the old module's `__name__`
         raise AttributeError(f"module {module!r} has no attribute {name!r}")
     return __getattr__
 
-# %% ../nbs/00_core.ipynb #5134e113
-from dataclasses import dataclass, field
-
-KINDS = {'printed': "paper's printed number", 'claim': "paper's qualitative claim",
-         'simulation': "our correction checked by simulation", 'internal': "internal consistency",
-         'measured': "measured, no reference", 'unclassified': "reference of unstated kind"}
-
-@dataclass
-class Result:
-    "One reproduced number beside a reference value (the paper's, or ours), with what kind of comparison it is."
-    section: str # where in the papers, e.g. "Paper 1, toy (eq. 16)"
-    quantity: str # what was measured
-    ours: float # our value
-    paper: float|None=None # the reference value: the paper's number, claim, or our formula (see `kind`)
-    rtol: float|None=None # relative tolerance for agreement with `paper`
-    atol: float=0. # absolute tolerance for agreement with `paper`
-    note: str='' # why it differs, or how it was obtained
-    kind: str|None=None # a key of `KINDS`; None: 'measured' without a reference, else 'unclassified'
-    se: float|None=None # standard error of `ours` (Monte Carlo): agreement is |ours − paper| ≤ n_se·se
-    n_se: float=3. # standard errors allowed when `se` is given
-
-    def __post_init__(self):
-        if self.kind is not None and self.kind not in KINDS:
-            raise ValueError(f"kind: must be one of {sorted(KINDS)} or None, got {self.kind!r}")
-        if self.se is not None and not (float(self.se) >= 0): raise ValueError(f"se: must be >= 0, got {self.se!r}")
-        if self.n_se <= 0: raise ValueError(f"n_se: must be > 0, got {self.n_se!r}")
-
-    @property
-    def kind_(self) -> str:
-        "The kind, with the default filled in."
-        return self.kind or ('measured' if self.paper is None else 'unclassified')
-
-    @property
-    def diff(self):
-        "ours − paper (None without a paper value)."
-        return None if self.paper is None else float(self.ours) - float(self.paper)
-
-    @property
-    def within(self):
-        "Whether |ours − paper| ≤ n_se·se (when `se` is given), else ≤ atol + rtol·|paper|; None when nothing is compared."
-        if self.paper is None: return None
-        if self.se is not None: return bool(abs(self.diff) <= self.n_se*float(self.se))
-        if self.rtol is None and not self.atol: return None
-        return bool(abs(self.diff) <= self.atol + (self.rtol or 0.)*abs(float(self.paper)))
-
-    @property
-    def tolerance(self) -> str:
-        "The tolerance in words ('' when nothing is compared)."
-        if self.within is None: return ''
-        if self.se is not None: return f"{self.n_se:g} s.e. = {self.n_se*float(self.se):.2g}"
-        return ', '.join(([f"rtol {self.rtol:g}"] if self.rtol is not None else []) + ([f"atol {self.atol:g}"] if self.atol else []))
-
-# %% ../nbs/00_core.ipynb #d276221b
-def _fmt(v):
-    if v is None: return '–'
-    if isinstance(v, bool): return 'yes' if v else 'no'
-    v = float(v)
-    return f'{v:.4g}' if v == v else 'nan'
-
-def md_cell(text) -> str:
-    "`text` made safe for one cell of a markdown table: `|` escaped (`\\|`), line breaks made spaces."
-    return re.sub(r'\s*\n\s*', ' ', str(text)).replace('\\|', '|').replace('|', '\\|').strip()
-
-def results_markdown(results: list[Result]) -> str:
-    "A markdown table of `results`: section, quantity, kind, ours, reference, difference, agreement (tolerance), note."
-    rows = ['| section | quantity | kind | ours | reference | difference | agrees (tolerance) | note |',
-            '|---|---|---|---|---|---|---|---|']
-    for r in results:
-        tol = f" ({r.tolerance})" if r.tolerance else ''
-        rows.append(f"| {md_cell(r.section)} | {md_cell(r.quantity)} | {r.kind_} | {_fmt(r.ours)} | {_fmt(r.paper)} | "
-                    f"{_fmt(r.diff)} | {_fmt(r.within)}{tol} | {md_cell(r.note)} |")
-    return '\n'.join(rows)
-
-def result_counts(results: list[Result]) -> dict:
-    "{kind: {'rows', 'agree', 'differ', 'none'}} over `results`, for the kinds that occur (in `KINDS` order)."
-    out = {}
-    for k in KINDS:
-        rs = [r for r in results if r.kind_ == k]
-        if rs: out[k] = dict(rows=len(rs), agree=sum(r.within is True for r in rs),
-                             differ=sum(r.within is False for r in rs), none=sum(r.within is None for r in rs))
-    return out
-
-def counts_markdown(results: list[Result]) -> str:
-    "`result_counts` as a markdown table: one line per kind."
-    rows = ['| kind | rows | agree | differ (each with its reason) | not compared |', '|---|---|---|---|---|']
-    for k, c in result_counts(results).items():
-        rows.append(f"| {KINDS[k]} | {c['rows']} | {c['agree']} | {c['differ']} | {c['none']} |")
-    return '\n'.join(rows)
+# %% ../nbs/00_core.ipynb #3a73ff87
+# moved by issue 14: the reproduction records (study infrastructure) to `setsens.report`
+__getattr__ = moved(__name__, dict.fromkeys(['KINDS', 'Result', 'md_cell', 'results_markdown', 'result_counts', 'counts_markdown', '_fmt'], 'setsens.report'))
 
 # %% ../nbs/00_core.ipynb #e3e02c7d
 import contextlib, tempfile

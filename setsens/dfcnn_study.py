@@ -7,7 +7,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 import torch
-from .core import progress, Result, atomic_write
+from .core import progress, atomic_write
+from .report import Result
 from .dfcnn import (trained_dfcnn, layer_gram, layer_lipschitz_modulus, theorem2_kappa, exact_layer_modulus,
                            inclusion_check)
 

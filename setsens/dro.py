@@ -4,15 +4,13 @@
 
 # %% ../nbs/34_dro.ipynb #f74e0887
 from __future__ import annotations
-import math, time, warnings
+import math, warnings
 from dataclasses import dataclass
-from pathlib import Path
 import numpy as np
 import torch
-from .core import check_tensor, check_same, check_positive, check_count, in_test, progress, Result, atomic_write
+from .core import check_same, check_positive, check_count
 from .core import check_real, check_xy
 from .lp import check_p, conjugate
-from .risk import Risk
 from .aif import attack_setup, aif_shift
 from .core import moved
 # moved by issue 14: the paper's study to `setsens.dro_study`

@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 import numpy as np
 import torch
-from .core import Result, atomic_write
+from .core import atomic_write
+from .report import Result
 from .risk import Risk
 from .dro import distributional_aif, dro_linear_regression
 

@@ -9,11 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import torch
-from .core import check_tensor, check_same, check_positive, check_count, in_test, progress, data_dir, Result, atomic_write
+from .core import check_same, check_positive, check_count, data_dir
 from .core import check_real, check_xy
 from .lp import check_p, adversarial_direction
-from .risk import Risk
-from .aif import aif
 from .data import data_folder, not_a_file, check_digest, read_npz, check_labelled_images
 from .core import moved
 # moved by issue 14: the paper's study to `setsens.kernels_study`

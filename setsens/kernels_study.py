@@ -7,7 +7,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 import numpy as np
-from .core import progress, Result, atomic_write
+from .core import progress, atomic_write
+from .report import Result
 from .risk import Risk
 from .aif import aif
 from .kernels import kernel_aif, kernel_ridge_objective, mnist_regression_sample, robust_kernel_ridge

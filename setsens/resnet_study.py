@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from .core import in_test, default_device, Result, atomic_write, moved
+from .core import in_test, default_device, atomic_write, moved
+from .report import Result
 from .risk import Risk
 from .graphical import solution_shift, estimate_solution_set
 from .landscape import (plane_from_shifts, plane_coordinates, model_loss_fn,

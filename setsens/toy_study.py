@@ -7,7 +7,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 import torch
-from .core import Result, atomic_write
+from .core import atomic_write
+from .report import Result
 from .sets import excess, hausdorff
 from .graphical import lipschitz_modulus, influence_point, training_stability
 from .toy import TOY_W, toy_data, toy_loss, toy_derivatives, toy_solution_constant, hyperbola_distance

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from setsens import cli
-from setsens.core import Result
+from setsens.report import Result
 
 
 @pytest.fixture

@@ -58,9 +58,10 @@ def test_old_private_names_still_import():
 
 
 def test_moved_names_warn_and_are_the_same_objects():
-    "Issue 14 moved robust training to setsens.robust and the AIF study to setsens.aif_study: the old imports still work."
-    import warnings, setsens.robust as R, setsens.aif_study as S
-    for old, new, name in [('setsens.aif', R, 'robust_fit'), ('setsens.aif', R, 'RobustFitInfo'), ('setsens.aif', S, 'aif_study')]:
+    "Issue 14 moved robust training to setsens.robust, the AIF study to setsens.aif_study and the reproduction records to setsens.report: the old imports still work."
+    import warnings, setsens.robust as R, setsens.aif_study as S, setsens.report as RP
+    for old, new, name in [('setsens.aif', R, 'robust_fit'), ('setsens.aif', R, 'RobustFitInfo'), ('setsens.aif', S, 'aif_study'),
+                           ('setsens.core', RP, 'Result'), ('setsens.core', RP, 'results_markdown')]:
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter('always')
             obj = getattr(__import__(old, fromlist=[name]), name)

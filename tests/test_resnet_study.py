@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from setsens.core import Result
+from setsens.report import Result
 from setsens.risk import Risk
 from setsens.graphical import solution_shift
 from setsens.poisoning import (margin_cross_entropy, example_losses, Poisoning, calibrate_step, poison, retrain,

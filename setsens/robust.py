@@ -87,62 +87,75 @@ def _norm_derivs(th, q, mu=0., pin=None):
     H = (q - 1) / N * (torch.diag((a / N) ** (q - 2)) - torch.outer(g, g))
     return N, g, H
 
-# %% ../nbs/30_robust.ipynb #72fb9616
-def _linreg_exact(Xf, y, rho, p, th0, b0, fit_b, wd, tol, maxiter=30):
-    "min (1/n)Σ ½(|y_i − θᵀx_i − b| + ρ‖θ‖_q)² + ½λ‖z‖²: Newton on the smooth pieces; smoothing homotopy + KKT polish at kinks."
-    q = conjugate(p); n, m = Xf.shape
-    d = m + int(fit_b)
-    Xt = torch.cat([Xf, torch.ones(n, 1, dtype=Xf.dtype, device=Xf.device)], 1) if fit_b else Xf
-    z = torch.cat([th0, b0.reshape(1)]) if fit_b else th0.clone()
-    off = 0. if fit_b else b0
-    I = torch.eye(d, dtype=Xf.dtype, device=Xf.device)
-    def fgh(z, mu=0., s=None, pin=None):
+# %% ../nbs/30_robust.ipynb #285c5dc1
+class _LinregObjective:
+    "The exact robust objective (1/n)Σ ½(|y_i − θᵀx_i − b| + ρ‖θ‖_q)² + ½λ‖z‖² of linear regression, z = (θ, b) or θ."
+    def __init__(self, Xf, y, rho, p, b0, fit_b, wd):
+        self.q = conjugate(p); self.n, self.m = Xf.shape
+        self.d = self.m + int(fit_b)
+        self.Xt = torch.cat([Xf, torch.ones(self.n, 1, dtype=Xf.dtype, device=Xf.device)], 1) if fit_b else Xf
+        self.y, self.rho, self.wd, self.off = y, rho, wd, (0. if fit_b else b0)
+        self.I = torch.eye(self.d, dtype=Xf.dtype, device=Xf.device)
+    def resid(self, z): return self.y - self.Xt @ z - self.off
+    def fgh(self, z, mu=0., s=None, pin=None):
         "value, gradient, Hessian; `s`: fixed residual signs (a smooth piece; s_i = 0 pins r_i = 0), else |r| ≈ sqrt(r² + μ²)."
-        r = y - Xt @ z - off
+        m, d, rho = self.m, self.d, self.rho
+        r = self.resid(z)
         if s is not None: a, a1, a2 = s * r, s, torch.zeros_like(r)
         elif mu: a = (r * r + mu * mu).sqrt(); a1 = r / a; a2 = mu * mu / a ** 3
         else: a, a1, a2 = r.abs(), torch.sign(r), torch.zeros_like(r)
-        N, gN, HN = _norm_derivs(z[:m], q, mu, pin)
+        N, gN, HN = _norm_derivs(z[:m], self.q, mu, pin)
         gN = torch.cat([gN, gN.new_zeros(d - m)]); HN = torch.block_diag(HN, HN.new_zeros(d - m, d - m))
         e = a + rho * N
-        U = -a1[:, None] * Xt + rho * gN                     # ∂(a_i + ρN)/∂z, rows
-        f = 0.5 * (e * e).mean() + 0.5 * wd * (z @ z)
-        g = (e[:, None] * U).mean(0) + wd * z
-        H = (U.T @ U + (Xt.T * (e * a2)) @ Xt + rho * e.sum() * HN) / n + wd * I
+        U = -a1[:, None] * self.Xt + rho * gN                # ∂(a_i + ρN)/∂z, rows
+        f = 0.5 * (e * e).mean() + 0.5 * self.wd * (z @ z)
+        g = (e[:, None] * U).mean(0) + self.wd * z
+        H = (U.T @ U + (self.Xt.T * (e * a2)) @ self.Xt + rho * e.sum() * HN) / self.n + self.wd * self.I
         return f, g, H
-    def F(z, mu=0.):
+    def F(self, z, mu=0.):
         "the objective's value only (line searches)"
-        r = y - Xt @ z - off
+        r = self.resid(z)
         a = (r * r + mu * mu).sqrt() if mu else r.abs()
-        return 0.5 * ((a + rho * _norm_derivs(z[:m], q, mu)[0]) ** 2).mean() + 0.5 * wd * (z @ z)
+        return 0.5 * ((a + self.rho * _norm_derivs(z[:self.m], self.q, mu)[0]) ** 2).mean() + 0.5 * self.wd * (z @ z)
+
+# %% ../nbs/30_robust.ipynb #f2b2f199
+def _newton_pieces(P: _LinregObjective, z, tol, maxiter):
+    "Stage 1: Newton on the smooth piece through the current point (signs of r_i fixed), line search on the true objective; (z, iterations, done)."
     its, seen, last = 0, set(), None
-    # 1: Newton on the smooth piece through the current point (signs of r_i fixed), with a line search on the true objective
     for it in range(maxiter):
-        s = torch.sign(y - Xt @ z - off)
+        s = torch.sign(P.resid(z))
         key = s.cpu().numpy().tobytes()
         if key != last and key in seen: break                 # back on an earlier piece: the optimum is on a kink
         seen.add(key); last = key
-        f0, g, H = fgh(z, s=s); its += 1
-        if g.norm() <= tol: return z, dict(grad_norm=float(g.norm()), converged=True, pinned=0, iterations=its, stage='newton')
+        f0, g, H = P.fgh(z, s=s); its += 1
+        if g.norm() <= tol: return z, its, float(g.norm())
         dz = -torch.linalg.solve(H, g)
         t = 1.
-        while F(z + t * dz) > f0 + 1e-4 * t * (g @ dz) and t > 1e-10: t /= 2
+        while P.F(z + t * dz) > f0 + 1e-4 * t * (g @ dz) and t > 1e-10: t /= 2
         if t <= 1e-10: break
         z = z + t * dz
-    # 2: at a kink (some r_i = 0 at the optimum): smooth |r| ≈ sqrt(r² + μ²), μ → 0, warm-started Newton
-    mu0 = float((y - Xt @ z - off).abs().median()) or 1.
+    return z, its, None
+
+def _smoothed_newton(P: _LinregObjective, z):
+    "Stage 2, at a kink (some r_i = 0 at the optimum): |r| ≈ sqrt(r² + μ²), μ → 0, warm-started Newton; (z, iterations, last μ)."
+    its, mu0 = 0, float(P.resid(z).abs().median()) or 1.
     for j in range(0, 6):
         mu = mu0 * 100.**(-j)
         for k in range(20):
-            f0, g, H = fgh(z, mu); its += 1
+            f0, g, H = P.fgh(z, mu); its += 1
             dz = -torch.linalg.lstsq(H, g[:, None]).solution[:, 0]
             if -(g @ dz) <= 1e-24 * (1 + abs(float(f0))): break   # Newton decrement
             t = 1.
-            while F(z + t * dz, mu) > f0 + 1e-4 * t * (g @ dz) and t > 1e-10: t /= 2
+            while P.F(z + t * dz, mu) > f0 + 1e-4 * t * (g @ dz) and t > 1e-10: t /= 2
             z = z + t * dz
-    # 3: polish: Newton on the KKT system with the residuals A (and, for q = 1, the coordinates B of θ) pinned at 0;
-    #    the multipliers must lie in the subdifferentials: |ν_i| ≤ ρ‖θ‖_q, |κ_k| ≤ ρ·mean(|r_i| + ρ‖θ‖_q)
-    r = y - Xt @ z - off
+    return z, its, mu
+
+# %% ../nbs/30_robust.ipynb #ae0f7ae0
+def _kkt_polish(P: _LinregObjective, z, mu, tol):
+    """Stage 3: Newton on the KKT system with the residuals A (and, for q = 1, the coordinates B of θ) pinned at 0; the
+    multipliers must lie in the subdifferentials: |ν_i| ≤ ρ‖θ‖_q, |κ_k| ≤ ρ·mean(|r_i| + ρ‖θ‖_q). (z, info dict)."""
+    y, Xt, off, rho, q, m, d, n = P.y, P.Xt, P.off, P.rho, P.q, P.m, P.d, P.n
+    r = P.resid(z)
     A = torch.nonzero(r.abs() <= 1e3 * mu).flatten()
     if len(A) > d: A = A[r[A].abs().argsort()[:d]]
     pin = (z[:m].abs() <= 1e3 * mu) if q == 1 else torch.zeros(m, dtype=torch.bool, device=z.device)
@@ -154,10 +167,10 @@ def _linreg_exact(Xf, y, rho, p, th0, b0, fit_b, wd, tol, maxiter=30):
     kap = rho * e_mean * z[B] / (z[B] ** 2 + mu ** 2).sqrt()
     C = torch.cat([-Xt[A] / n, torch.eye(d, dtype=z.dtype, device=z.device)[B]])   # constraint gradients (scaled), rows
     def kkt(z, lam):
-        _, g, H = fgh(z, s=s, pin=pin)
+        _, g, H = P.fgh(z, s=s, pin=pin)
         cons = torch.cat([(y[A] - Xt[A] @ z - off), z[B]])
         return torch.cat([g + C.T @ lam, cons]), H
-    lam = torch.cat([nu, kap])
+    lam, its = torch.cat([nu, kap]), 0
     for k in range(30):
         e, H = kkt(z, lam)
         if e.norm() <= tol: break
@@ -168,12 +181,23 @@ def _linreg_exact(Xf, y, rho, p, th0, b0, fit_b, wd, tol, maxiter=30):
     e = float(kkt(z, lam)[0].norm())
     nu, kap = lam[:len(A)], lam[len(A):]
     N = float(rho * _norm_derivs(z[:m], q, 0., pin)[0])
-    r = y - Xt @ z - off
+    r = P.resid(z)
     e_mean = float((r.abs() + N).mean())
     ok = (e <= tol and bool((nu.abs() <= N * (1 + 1e-8)).all()) and bool((kap.abs() <= rho * e_mean * (1 + 1e-8)).all())
           and bool((torch.sign(r) == s)[s != 0].all()))
     z = z.clone(); z[B] = 0.
     return z, dict(grad_norm=e, converged=ok, pinned=len(A) + len(B), iterations=its, stage='kink-polish')
+
+def _linreg_exact(Xf, y, rho, p, th0, b0, fit_b, wd, tol, maxiter=30):
+    "min (1/n)Σ ½(|y_i − θᵀx_i − b| + ρ‖θ‖_q)² + ½λ‖z‖²: Newton on the smooth pieces; smoothing homotopy + KKT polish at kinks."
+    P = _LinregObjective(Xf, y, rho, p, b0, fit_b, wd)
+    z = torch.cat([th0, b0.reshape(1)]) if fit_b else th0.clone()
+    z, its1, gn = _newton_pieces(P, z, tol, maxiter)
+    if gn is not None: return z, dict(grad_norm=gn, converged=True, pinned=0, iterations=its1, stage='newton')
+    z, its2, mu = _smoothed_newton(P, z)
+    z, info = _kkt_polish(P, z, mu, tol)
+    info['iterations'] += its1 + its2
+    return z, info
 
 # %% ../nbs/30_robust.ipynb #40d78853
 def _robust_exact(risk, eps, p, rho, w0, wd, gtol):

@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from .core import progress, atomic_write
 from .report import Result
-from .dfcnn import (trained_dfcnn, layer_gram, layer_lipschitz_modulus, theorem2_kappa, exact_layer_modulus,
-                           inclusion_check)
+from .dfcnn import trained_dfcnn, layer_gram, layer_lipschitz_modulus, theorem2_kappa
+from .dfcnn_checks import exact_layer_modulus, inclusion_check
 
 # %% auto #0
 __all__ = ['dfcnn_study']

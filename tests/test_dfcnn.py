@@ -1,10 +1,11 @@
-"Float64 oracles, scaling laws and bad input for setsens.dfcnn (paper 1, eq. 8, Theorems 2-3)."
+"Float64 oracles, scaling laws and bad input for setsens.dfcnn and setsens.dfcnn_checks (paper 1, eq. 8, Theorems 2-3)."
 import math, warnings
 import pytest
 import torch
 from torch import nn
-from setsens.dfcnn import (DFCNN, fit_zero_loss, trained_dfcnn, layer_gram, layer_lipschitz_modulus, theorem2_kappa,
-                           dense_layer_blocks, exact_layer_modulus, check_assumption2, inclusion_check, layer_jacobian)
+from setsens.dfcnn import DFCNN, fit_zero_loss, trained_dfcnn, layer_gram, layer_lipschitz_modulus, theorem2_kappa
+from setsens.dfcnn_checks import (dense_layer_blocks, exact_layer_modulus, check_assumption2, inclusion_check,
+                                  layer_jacobian)
 from setsens.graphical import lipschitz_modulus
 
 f64 = torch.float64
@@ -268,6 +269,35 @@ def test_dfcnn_study_moved_with_alias():
     assert f is setsens.dfcnn_study.dfcnn_study
     assert not any(n in vars(setsens.dfcnn) for n in ('Result', '_compare', '_table', '_plot_kappa', '_plot_inclusion'))
     with pytest.raises(AttributeError): setsens.dfcnn._compare
+
+
+CHECKS_MOVED = ['layer_jacobian', 'project_layer', 'dense_layer_blocks', 'exact_layer_modulus', 'Assumption2Check',
+                'check_assumption2', 'solution_set', 'InclusionRow', 'inclusion_check']
+
+@pytest.mark.parametrize('name', CHECKS_MOVED)
+def test_checks_moved_with_alias(name):
+    "Issue 14: the independent checks live in setsens.dfcnn_checks; the old import from setsens.dfcnn warns and gives the same object."
+    import setsens.dfcnn, setsens.dfcnn_checks
+    assert name not in vars(setsens.dfcnn) and name not in setsens.dfcnn.__all__
+    with pytest.warns(DeprecationWarning, match=f'setsens.dfcnn.{name} has moved: import it from setsens.dfcnn_checks'):
+        obj = getattr(setsens.dfcnn, name)
+    assert obj is getattr(setsens.dfcnn_checks, name)
+    ns = {}
+    with pytest.warns(DeprecationWarning, match=f'setsens.dfcnn.{name} has moved'):
+        exec(f'from setsens.dfcnn import {name} as old', ns)
+    assert ns['old'] is getattr(setsens.dfcnn_checks, name)
+
+
+def test_checks_use_the_public_validators_of_dfcnn():
+    "setsens.dfcnn_checks validates with setsens.dfcnn's (now public) checks: same objects, same messages."
+    import setsens.dfcnn as D, setsens.dfcnn_checks as C
+    for n in ('DFCNN', 'check_model', 'check_X', 'check_y', 'check_h', 'parse_k', 'functional_state', 'forward_backward'):
+        assert getattr(C, n) is getattr(D, n) and n in D.__all__
+    net, X, y, _ = trained_dfcnn(3, 4, 2, 5, seed=0)
+    with pytest.raises(ValueError, match=r'^h: layer 3 out of range 1..2'): C.layer_jacobian(net, X, 3)
+    with pytest.raises(ValueError, match=r'^k: empty index set'): C.dense_layer_blocks(net, X, y, [], 1)
+    with pytest.raises(ValueError, match=r'^model: expected a DFCNN'): C.solution_set(nn.Linear(3, 1), X, 1)
+    with pytest.raises(ValueError, match=r'^y: expected 5 labels'): C.project_layer(net, X, y[:3], 1, net.weights()[0].detach().reshape(-1))
 
 
 def test_from_sequential_is_a_class_method():

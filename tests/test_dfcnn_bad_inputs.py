@@ -19,7 +19,7 @@ from setsens.graphical import (graphical_derivative, coderivative, lipschitz_mod
 from bad_inputs_common import (f64, SOLVERS, needs_cuda, DATA, CKPT, needs_data, E, raises, finite_or_inf, cloud, mlp, XY, dense_pair, sym_singular, mlp_risk)
 
 
-# ================================================================ setsens.dfcnn
+# ================================================================ setsens.dfcnn, setsens.dfcnn_checks
 
 @lru_cache(None)
 def dfcnn():
@@ -28,24 +28,24 @@ def dfcnn():
 
 
 def _dfcnn_case(f):
-    import setsens.dfcnn as D
+    import setsens.dfcnn as D, setsens.dfcnn_checks as C
     net, X, y, _ = dfcnn()
-    return f(D, net, X, y)
+    return f(D, C, net, X, y)
 
 
 DFCNN_CASES = [
-    ('k-empty', lambda D, net, X, y: D.layer_lipschitz_modulus(net, X, [], 1), ValueError, 'k: empty index set'),
-    ('h-0', lambda D, net, X, y: D.layer_lipschitz_modulus(net, X, 0, 0), ValueError, 'h: layer 0 out of range 1..2'),
-    ('X-float32', lambda D, net, X, y: D.layer_gram(net, X.float()), ValueError, 'X, model: different dtypes'),
-    ('y-nan', lambda D, net, X, y: D.fit_zero_loss(net, X, y * math.nan), ValueError, 'y: contains NaN or Inf'),
-    ('width-0', lambda D, net, X, y: D.DFCNN(3, 0, 2), ValueError, 'm: expected a positive int'),
+    ('k-empty', lambda D, C, net, X, y: D.layer_lipschitz_modulus(net, X, [], 1), ValueError, 'k: empty index set'),
+    ('h-0', lambda D, C, net, X, y: D.layer_lipschitz_modulus(net, X, 0, 0), ValueError, 'h: layer 0 out of range 1..2'),
+    ('X-float32', lambda D, C, net, X, y: D.layer_gram(net, X.float()), ValueError, 'X, model: different dtypes'),
+    ('y-nan', lambda D, C, net, X, y: D.fit_zero_loss(net, X, y * math.nan), ValueError, 'y: contains NaN or Inf'),
+    ('width-0', lambda D, C, net, X, y: D.DFCNN(3, 0, 2), ValueError, 'm: expected a positive int'),
     # bugs at the time of writing: negative max_iter / damping pass silently; a wrongly sized or
     # float32 layer vector fails with torch's bare RuntimeError; δ = 0 (sizes=(0,)) divides by zero
-    ('fit-max-iter-negative', lambda D, net, X, y: D.fit_zero_loss(D.DFCNN(3, 4, 2, dtype=f64), X, y, max_iter=-1), ValueError, 'max_iter:'),
-    ('fit-damping-negative', lambda D, net, X, y: D.fit_zero_loss(D.DFCNN(3, 4, 2, dtype=f64), X, y, damping=-1.), ValueError, 'damping:'),
-    ('layer-jacobian-w-size', lambda D, net, X, y: D.layer_jacobian(net, X, 1, torch.ones(5, dtype=f64)), ValueError, 'w:'),
-    ('solution-set-w-float32', lambda D, net, X, y: D.solution_set(net, X, 1, torch.ones(12)), ValueError, 'w:'),
-    ('inclusion-size-0', lambda D, net, X, y: D.inclusion_check(net, X, y, 0, 1, sizes=(0.,), n_samples=2), ValueError, 'sizes:'),
+    ('fit-max-iter-negative', lambda D, C, net, X, y: D.fit_zero_loss(D.DFCNN(3, 4, 2, dtype=f64), X, y, max_iter=-1), ValueError, 'max_iter:'),
+    ('fit-damping-negative', lambda D, C, net, X, y: D.fit_zero_loss(D.DFCNN(3, 4, 2, dtype=f64), X, y, damping=-1.), ValueError, 'damping:'),
+    ('layer-jacobian-w-size', lambda D, C, net, X, y: C.layer_jacobian(net, X, 1, torch.ones(5, dtype=f64)), ValueError, 'w:'),
+    ('solution-set-w-float32', lambda D, C, net, X, y: C.solution_set(net, X, 1, torch.ones(12)), ValueError, 'w:'),
+    ('inclusion-size-0', lambda D, C, net, X, y: C.inclusion_check(net, X, y, 0, 1, sizes=(0.,), n_samples=2), ValueError, 'sizes:'),
 ]
 
 

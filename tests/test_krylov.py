@@ -311,3 +311,18 @@ def test_info_repr_is_deterministic():
     A = sym(10, 6, seed=21)
     _, info = minres(A, rhs(10, 1, 22)[:, 0])
     assert 'seconds' not in repr(info) and info.seconds > 0
+
+
+# ---------------------------------------------------------------- issue 14: the driver moved to setsens.krylov_base
+def test_names_before_the_split_still_import():
+    "setsens.krylov keeps every name other code imports from it: the same objects as in their new home, without a warning."
+    import setsens.krylov as K, setsens.krylov_base as KB
+    from setsens.linalg import lanczos
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        from setsens.krylov import KrylovInfo as KI, default_rtol, _default_rtol, _show_progress, _lanczos, lanczos as L
+    assert KI is KB.KrylovInfo and default_rtol is _default_rtol is KB.default_rtol and _show_progress is KB.show_progress
+    assert L is _lanczos is lanczos
+    assert sorted(K.__all__) == ['KrylovInfo', 'cgls', 'lsqr', 'minres']
+    _, info = minres(torch.eye(3, dtype=F64), torch.ones(3, dtype=F64))
+    assert type(info) is KB.KrylovInfo and info.status == 'converged'

@@ -176,31 +176,6 @@ def __repr__(self: Risk):
 
 # %% ../nbs/07_risk.ipynb #a6f56223
 @patch
-def _unflat(self: Risk, v):
-    return {k: t.view(s) for k, t, s in zip(self.names, v.split(self._sizes), self._shapes)}
-
-@patch
-def flatten(self: Risk, d: dict, # name -> tensor, with exactly `names` and the parameters' shapes
-           ) -> torch.Tensor:
-    "A parameter dict as one flat vector (p,), in the order of `names`."
-    if not isinstance(d, dict): raise TypeError(f"d: expected a dict name -> tensor, got {type(d).__name__}")
-    if set(d) != set(self.names):
-        raise ValueError(f"d: expected the keys {self.names}; missing {sorted(set(self.names) - set(d))}, "
-                         f"unexpected {sorted(set(d) - set(self.names))}")
-    for k, s in zip(self.names, self._shapes):
-        check_tensor(d[k], f"d[{k!r}]", finite=False)
-        if d[k].shape != s: raise ValueError(f"d[{k!r}]: expected shape {tuple(s)}, got {tuple(d[k].shape)}")
-    return torch.cat([d[k].reshape(-1) for k in self.names])
-
-@patch
-def unflatten(self: Risk, v: torch.Tensor, # a flat vector (p,)
-             ) -> dict:
-    "A flat vector (p,) as a dict name -> tensor (views of `v`) shaped like the parameters."
-    check_tensor(v, 'v', ndim=1, finite=False)
-    if v.shape[0] != self.p: raise ValueError(f"v: expected shape ({self.p},), got {tuple(v.shape)}")
-    return self._unflat(v)
-
-@patch
 def at(self: Risk, w: torch.Tensor|None=None, # other flat parameters (p,)
        X: torch.Tensor|None=None, # other data, shaped like `X`
       ) -> Risk:
@@ -242,29 +217,6 @@ def _cols(self: Risk, f1, V, batched, in_dim=0, out_dim=0):
     if not batched: return f1(V)
     if self.vectorize: return vmap(f1, in_dims=in_dim, out_dims=out_dim)(V)
     return torch.stack([f1(v) for v in V.unbind(in_dim)], out_dim)
-
-@patch
-def _rhs(self: Risk, V, name):
-    "Validate a parameter-space right-hand side (p,) or (p, k); return it with k columns first."
-    check_is_tensor(V, name)
-    if V.ndim not in (1, 2) or V.shape[0] != self.p:
-        raise ValueError(f"{name}: expected shape ({self.p},) or ({self.p}, k), got {tuple(V.shape)}")
-    check_same(V, self._w, f'{name}, risk.w')
-    check_tensor(V, name)
-    return V if V.ndim == 1 else V.T
-
-@patch
-def _dx(self: Risk, dX, name='dX', rows=None):
-    "Validate ΔX shaped like X, or with `rows` (the length of idx) leading rows, plus an optional trailing batch axis."
-    check_is_tensor(dX, name)
-    xs = self._xshape if rows is None else torch.Size((rows,) + tuple(self._xshape[1:]))
-    if dX.shape != xs and (dX.ndim != len(xs) + 1 or dX.shape[:-1] != xs):
-        like = '(like X)' if rows is None else f'(one row per index in idx, rows shaped like X\'s)'
-        raise ValueError(f"{name}: expected shape {tuple(xs)} {like} or {tuple(xs)} + (k,), got {tuple(dX.shape)}")
-    if self._src is None: check_same(dX, self._X, f'{name}, X')
-    else: check_same(dX, self._w, f'{name}, parameters')   # streamed chunks of X are moved to the parameters' device
-    check_tensor(dX, name, nonempty=rows != 0)
-    return dX, dX.ndim == len(xs) + 1
 
 # %% ../nbs/07_risk.ipynb #6e720549
 @patch

@@ -9,7 +9,7 @@ from torch import nn
 from torch.func import functional_call, vjp, grad as fgrad
 from torch.autograd.function import once_differentiable
 from fastcore.basics import patch, patch_to
-from .core import check_size, check_tensor
+from .core import check_is_tensor, check_same, check_size, check_tensor
 from .losses import mse, REDUCTIONS, stated_reduction, bad_labels
 
 # %% auto #0
@@ -17,43 +17,9 @@ __all__ = ['RiskChecks', 'stateful_modules', 'check_eval_mode']
 
 # %% ../nbs/06_risk_checks.ipynb #4b1096f3
 class RiskChecks:
-    """The checks of `setsens.risk.Risk` (a mixin): arguments and parameters at set-up, a probe of the model and the
+    """The checks of `setsens.risk.Risk` (a mixin): the arguments at set-up, a probe of the model and the
     loss on the first rows, the modes and buffers before each product, and NaN/Inf in each result, every error naming
     what to fix; its methods use the attributes a `Risk` sets up."""
-
-# %% ../nbs/06_risk_checks.ipynb #ac8b07a2
-@patch_to(RiskChecks, static_method=True)
-def _select(named, params):
-    if params is None:
-        names = [k for k, v in named.items() if v.requires_grad]
-        if not names: raise ValueError("params: the model has no trainable parameters; pass a list of names")
-        return names
-    if isinstance(params, str) or not all(isinstance(k, str) for k in params):
-        raise TypeError("params: expected a list of parameter names (str) or None")
-    params = list(params)
-    if not params: raise ValueError("params: the list of parameter names is empty")
-    if len(set(params)) != len(params): raise ValueError(f"params: duplicate names in {params}")
-    for k in params:
-        if k not in named: raise ValueError(f"params: unknown parameter name {k!r}; the model has {list(named)}")
-    return [k for k in named if k in set(params)]   # the model's order
-
-@patch
-def _set_params(self: RiskChecks, d, argname):
-    ts = list(d.values())
-    t0 = ts[0]
-    if t0.device.type == 'meta':
-        raise ValueError(f"{argname}: its parameters are on the meta device (shapes without values); materialise them "
-                         "first, e.g. model.to_empty(device='cpu') and then load_state_dict")
-    if not t0.is_floating_point(): raise TypeError(f"{argname}: parameters must be floating, got {t0.dtype}")
-    for k, t in d.items():
-        if t.dtype != t0.dtype or t.device != t0.device:
-            raise ValueError(f"{argname}: parameter {k!r} is {t.dtype} on {t.device} but {next(iter(d))!r} is "
-                             f"{t0.dtype} on {t0.device}; put all parameters on one dtype and device")
-        if not bool(torch.isfinite(t).all()): raise ValueError(f"{argname}: parameter {k!r} contains NaN or Inf")
-    self.names = list(d)
-    self._shapes = [t.shape for t in ts]
-    self._sizes = [t.numel() for t in ts]
-    self._w = torch.cat([t.detach().reshape(-1) for t in ts])
 
 # %% ../nbs/06_risk_checks.ipynb #3330f5f1
 @patch_to(RiskChecks, static_method=True)
@@ -383,3 +349,27 @@ def _bad_row(self: RiskChecks, what):
                                  f"or a smaller batch_size")
     raise ValueError(f"{what}: came out NaN or Inf although the loss and its gradient are finite on every row "
                      f"(overflow in second derivatives, or a right-hand side too large?); rescale it or use float64")
+
+# %% ../nbs/06_risk_checks.ipynb #3c3024aa
+@patch
+def _rhs(self: RiskChecks, V, name):
+    "Validate a parameter-space right-hand side (p,) or (p, k); return it with k columns first."
+    check_is_tensor(V, name)
+    if V.ndim not in (1, 2) or V.shape[0] != self.p:
+        raise ValueError(f"{name}: expected shape ({self.p},) or ({self.p}, k), got {tuple(V.shape)}")
+    check_same(V, self._w, f'{name}, risk.w')
+    check_tensor(V, name)
+    return V if V.ndim == 1 else V.T
+
+@patch
+def _dx(self: RiskChecks, dX, name='dX', rows=None):
+    "Validate ΔX shaped like X, or with `rows` (the length of idx) leading rows, plus an optional trailing batch axis."
+    check_is_tensor(dX, name)
+    xs = self._xshape if rows is None else torch.Size((rows,) + tuple(self._xshape[1:]))
+    if dX.shape != xs and (dX.ndim != len(xs) + 1 or dX.shape[:-1] != xs):
+        like = '(like X)' if rows is None else f'(one row per index in idx, rows shaped like X\'s)'
+        raise ValueError(f"{name}: expected shape {tuple(xs)} {like} or {tuple(xs)} + (k,), got {tuple(dX.shape)}")
+    if self._src is None: check_same(dX, self._X, f'{name}, X')
+    else: check_same(dX, self._w, f'{name}, parameters')   # streamed chunks of X are moved to the parameters' device
+    check_tensor(dX, name, nonempty=rows != 0)
+    return dX, dX.ndim == len(xs) + 1

@@ -4,6 +4,7 @@
 
 # %% ../nbs/07_risk.ipynb #c3ae8744
 from __future__ import annotations
+# every name importable from setsens.risk before issue 14 still is (some now used only by risk_data, risk_checks)
 import bisect, copy, functools, inspect, math, numbers
 import torch
 import torch.nn.functional as F

@@ -81,6 +81,21 @@ def _same_rows(risk, Xt, Yt):
         pairs += [(int(a), sl.start + int(b)) for a, b in eq.nonzero().tolist()]
     return pairs
 
+# %% ../nbs/16_attribution.ipynb #6e1e1c1d
+def _stationarity(risk, weight_decay, norms, s, stationary_tol, warn):
+    "(‖∇R(w̄) + μw̄‖, its ratio to the median single-removal gradient ‖s∇ℓ_i‖); warns (SetupWarning) above `stationary_tol`."
+    gn = float(torch.linalg.vector_norm(risk.grad() + weight_decay*risk.w))      # the training objective's gradient
+    typ = float(norms.median())*s
+    ratio = gn/typ if typ > 0 else (math.inf if gn > 0 else 0.)
+    if warn and ratio > stationary_tol:
+        warnings.warn(f"w̄ is not a stationary point of R: ‖∇R(w̄)‖ = {gn:.3g} is {ratio:.3g}× the median gradient a "
+                      f"single removal adds (‖s∇ℓ_i‖ = {typ:.3g}); influence scores assume a minimiser and are off by "
+                      f"about that ratio: train further (info.grad_ratio)"
+                      + ("; if w̄ was trained with weight decay that the risk does not contain, pass weight_decay= (damping= "
+                         "is a solve regulariser and leaves the stationarity condition ∇R = 0)" if weight_decay == 0 else ""),
+                      SetupWarning, stacklevel=3)
+    return gn, ratio
+
 # %% ../nbs/16_attribution.ipynb #9ce9e9e6
 def influence_scores(risk, # a `setsens.risk.Risk` at a trained w̄ (per-example loss, or a `from_function` mean of rows)
                      query, # q(w) -> (m,) or 0-d: a callable of the flat parameters; or test data (X_test, Y_test) scored with the risk's loss
@@ -133,16 +148,7 @@ def influence_scores(risk, # a `setsens.risk.Risk` at a trained w̄ (per-example
             raise ValueError(f"risk: fn(params, X, Y) = {float(R):.6g} is not the mean of fn over single rows "
                              f"({float(s*tot):.6g}): the risk couples its rows, so 'removing a point' is not defined")
     S = S*s if kind == 'remove' else -S                                         # remove: ε = −s in R + εℓ_i
-    gn = float(torch.linalg.vector_norm(risk.grad() + weight_decay*risk.w))      # the training objective's gradient
-    typ = float(torch.cat(norms).median())*s
-    ratio = gn/typ if typ > 0 else (math.inf if gn > 0 else 0.)
-    if warn and ratio > stationary_tol:
-        warnings.warn(f"w̄ is not a stationary point of R: ‖∇R(w̄)‖ = {gn:.3g} is {ratio:.3g}× the median gradient a "
-                      f"single removal adds (‖s∇ℓ_i‖ = {typ:.3g}); influence scores assume a minimiser and are off by "
-                      f"about that ratio: train further (info.grad_ratio)"
-                      + ("; if w̄ was trained with weight decay that the risk does not contain, pass weight_decay= (damping= "
-                         "is a solve regulariser and leaves the stationarity condition ∇R = 0)" if weight_decay == 0 else ""),
-                      SetupWarning, stacklevel=2)
+    gn, ratio = _stationarity(risk, weight_decay, torch.cat(norms), s, stationary_tol, warn)
     return S, AttributionInfo(sinfo, gn, ratio, qn, pairs, kind, time.perf_counter() - t0)
 
 # %% ../nbs/16_attribution.ipynb #6c82cab9
@@ -238,6 +244,7 @@ class Poisoning:
     converged: bool # the power iteration settled to tol
     solve: SolveInfo # the last solve with H
 
+# %% ../nbs/16_attribution.ipynb #43479ce8
 def worst_poisoning(risk, # a `setsens.risk.Risk` at a trained w̄
                     idx, # the rows K an attacker may change (ints)
                     iters: int=100, tol: float=1e-8, seed: int=0, # power iteration, as in `sensitivity_modulus`

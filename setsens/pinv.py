@@ -171,6 +171,17 @@ def warn_ambiguous(info, who):
                       f"rounding; raise rank_rtol above {1000*info.rounding/info.sigma_max:.1e} (or leave it None)",
                       RuntimeWarning, stacklevel=3)
 
+# %% ../nbs/15_pinv.ipynb #94df4738
+def _rank_counts(thetas, damping, cut, rho, keep):
+    "(Ritz values kept, in the ambiguous band ρ < |θ| ≤ 1000ρ (or ≤ ρ but kept), ambiguous and kept), the most over the Krylov spaces."
+    kept, amb, amb_kept = 0, 0, 0
+    for th in thetas:                                                       # one entry (block), or one per live column
+        kp = keep(th - damping, cut)
+        band = (th.abs() > rho) & (th.abs() <= 1000*rho) | (th.abs() <= rho) & kp
+        kept, amb, amb_kept = max(kept, int(kp.sum())), max(amb, int(band.sum())), max(amb_kept, int((band & kp).sum()))
+    return kept, amb, amb_kept
+
+# %% ../nbs/15_pinv.ipynb #d1d81379
 def pinv_solve(risk, # a `setsens.risk.Risk` at (x̄, w̄)
                B: torch.Tensor, # right-hand sides (p,) or (p, k)
                damping: float=0., # λ ≥ 0: solve with H + λI
@@ -215,11 +226,7 @@ def pinv_solve(risk, # a `setsens.risk.Risk` at (x̄, w̄)
         conv, inv, steps = (torch.cat([r[i] for r in parts]) for i in range(3))
         thetas, hvps = [th for r in parts for th in r[3]], int(steps.sum())
     cut = cut_of(rho)
-    kept, amb, amb_kept = 0, 0, 0
-    for th in thetas:                                                       # one entry (block), or one per live column
-        kp = keep(th - damping, cut)
-        band = (th.abs() > rho) & (th.abs() <= 1000*rho) | (th.abs() <= rho) & kp
-        kept, amb, amb_kept = max(kept, int(kp.sum())), max(amb, int(band.sum())), max(amb_kept, int((band & kp).sum()))
+    kept, amb, amb_kept = _rank_counts(thetas, damping, cut, rho, keep)
     R = op(X[0]) - B
     bn, Abn = torch.linalg.vector_norm(B, dim=0), torch.linalg.vector_norm(op(B), dim=0)
     rel = lambda a, b: torch.where(b > 0, a/torch.where(b > 0, b, 1), a)

@@ -224,6 +224,40 @@ def _robust_exact(risk, eps, p, rho, w0, wd, gtol):
     delta = (-torch.sign(r)[:, None] * rho * adversarial_direction(th[None], p)).reshape(risk.X.shape)
     return w, st, obj, delta
 
+# %% ../nbs/30_robust.ipynb #ec703ec2
+def _robust_pgd(risk, X, w, eps, p, rho, wd, anchor, tilt, outer, max_iter, lr, pgd_steps, pgd_step, gtol, t0):
+    "`robust_fit`'s PGD path: cold-started PGD inside, L-BFGS or gradient descent outside, a final check with twice the inner steps; (w, info)."
+    step = 2.5 * rho / max(pgd_steps, 1) if pgd_step is None else check_positive(pgd_step, 'pgd_step')
+    gen = torch.Generator().manual_seed(0)
+    tie = adversarial_direction(torch.randn(X.shape, generator=gen, dtype=X.dtype).to(X.device), p)
+    st = dict(delta=torch.zeros_like(X), it=0)
+    def vg(w):
+        # cold start at δ = 0 every time: the inner problem has local maxima (e.g. the far corner of an l_∞ box)
+        st['delta'] = _pgd(risk, w, X, torch.zeros_like(X), rho, p, pgd_steps, step, tie) if rho > 0 else st['delta']
+        st['it'] += 1
+        return _robust_value_grad(risk, w, X, st['delta'], wd, anchor, tilt)
+    if outer == 'gd':
+        lr = 0.1 if lr is None else check_positive(lr, 'lr')
+        for _ in range(max_iter):
+            f, g = vg(w)
+            if g.norm() <= gtol: break
+            w = w - lr * g
+    else:
+        prm = torch.nn.Parameter(w.clone())
+        opt = torch.optim.LBFGS([prm], lr=1, max_iter=max_iter, max_eval=2 * max_iter, tolerance_grad=gtol / 10,
+                                tolerance_change=0., history_size=50, line_search_fn='strong_wolfe')
+        def closure():
+            f, g = vg(prm.detach()); prm.grad = g.detach().clone(); return f.detach()
+        opt.step(closure)
+        w = prm.detach().clone()
+    # final check: a fresh inner maximisation with twice the steps, then the gradient
+    if rho > 0: st['delta'] = _pgd(risk, w, X, torch.zeros_like(X), rho, p, 2 * pgd_steps, step, tie)
+    f, g = _robust_value_grad(risk, w, X, st['delta'], wd, anchor, tilt)
+    gn = float(g.norm())
+    info = RobustFitInfo('pgd', p, eps, rho, st['it'], gn, gn <= gtol, float(f), st['delta'], None,
+                         time.perf_counter() - t0, f"PGD inner ({pgd_steps} steps of {step:.3g}), {outer} outer")
+    return w, info
+
 # %% ../nbs/30_robust.ipynb #2ddd3d95
 @doc_params
 def robust_fit(risk, # a `Risk` (model, loss, training data); its parameters are the start unless `w0`
@@ -270,35 +304,7 @@ def robust_fit(risk, # a `Risk` (model, loss, training data); its parameters are
                              st['pinned'], time.perf_counter() - t0, f"closed-form inner maximum; {st['stage']}")
     else:
         gtol = (1e-9 if f64 else 1e-4) if gtol is None else check_positive(gtol, 'gtol')
-        step = 2.5 * rho / max(pgd_steps, 1) if pgd_step is None else check_positive(pgd_step, 'pgd_step')
-        gen = torch.Generator().manual_seed(0)
-        tie = adversarial_direction(torch.randn(X.shape, generator=gen, dtype=X.dtype).to(X.device), p)
-        st = dict(delta=torch.zeros_like(X), it=0)
-        def vg(w):
-            # cold start at δ = 0 every time: the inner problem has local maxima (e.g. the far corner of an l_∞ box)
-            st['delta'] = _pgd(risk, w, X, torch.zeros_like(X), rho, p, pgd_steps, step, tie) if rho > 0 else st['delta']
-            st['it'] += 1
-            return _robust_value_grad(risk, w, X, st['delta'], wd, anchor, tilt)
-        if outer == 'gd':
-            lr = 0.1 if lr is None else check_positive(lr, 'lr')
-            for _ in range(max_iter):
-                f, g = vg(w)
-                if g.norm() <= gtol: break
-                w = w - lr * g
-        else:
-            prm = torch.nn.Parameter(w.clone())
-            opt = torch.optim.LBFGS([prm], lr=1, max_iter=max_iter, max_eval=2 * max_iter, tolerance_grad=gtol / 10,
-                                    tolerance_change=0., history_size=50, line_search_fn='strong_wolfe')
-            def closure():
-                f, g = vg(prm.detach()); prm.grad = g.detach().clone(); return f.detach()
-            opt.step(closure)
-            w = prm.detach().clone()
-        # final check: a fresh inner maximisation with twice the steps, then the gradient
-        if rho > 0: st['delta'] = _pgd(risk, w, X, torch.zeros_like(X), rho, p, 2 * pgd_steps, step, tie)
-        f, g = _robust_value_grad(risk, w, X, st['delta'], wd, anchor, tilt)
-        gn = float(g.norm())
-        info = RobustFitInfo('pgd', p, eps, rho, st['it'], gn, gn <= gtol, float(f), st['delta'], None,
-                             time.perf_counter() - t0, f"PGD inner ({pgd_steps} steps of {step:.3g}), {outer} outer")
+        w, info = _robust_pgd(risk, X, w, eps, p, rho, wd, anchor, tilt, outer, max_iter, lr, pgd_steps, pgd_step, gtol, t0)
     if warn and not info.converged:
         warnings.warn(f"robust_fit: not converged (method={method}, eps={eps:g}, p={p:g}): ‖∇‖ = {info.grad_norm:.3g} "
                       f"> gtol = {gtol:.3g} after {info.iterations} iterations", RuntimeWarning)

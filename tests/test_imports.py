@@ -67,3 +67,45 @@ def test_moved_names_warn_and_are_the_same_objects():
             obj = getattr(__import__(old, fromlist=[name]), name)
         assert obj is getattr(new, name)
         assert any(issubclass(x.category, DeprecationWarning) and new.__name__ in str(x.message) for x in w)
+
+
+# ---------------------------------------------------------------- issue 14's layout rules, kept from regressing
+
+NBS = PKG.parent/'nbs'
+
+
+def _notebooks():
+    "{module: (notebook number, notebook path)} from each notebook's `#| default_exp`."
+    import json, re
+    out = {}
+    for p in sorted(NBS.glob('[0-9][0-9]_*.ipynb')):
+        for c in json.loads(p.read_text(encoding='utf-8'))['cells']:
+            m = re.search(r'#\|\s*default_exp\s+(\S+)', ''.join(c['source']))
+            if m: out[m.group(1)] = (int(p.name[:2]), p)
+    return out
+
+
+def test_notebook_numbers_ascend_along_imports():
+    nbs = _notebooks()
+    assert len(nbs) >= 30 and nbs['risk'][0] < nbs['krylov'][0] < nbs['graphical'][0]   # the scan sees the notebooks
+    assert len({n for n, _ in nbs.values()}) == len(nbs), 'two notebooks share a number'
+    bad = [(m, nbs[m][0], s, nbs[s][0]) for m, s, _, _ in _imports() if m in nbs and s in nbs and nbs[s][0] >= nbs[m][0]]
+    assert bad == [], f'(module, its number, imported module, its number): {sorted(set(bad))}'
+
+
+def test_no_export_cell_over_60_lines():
+    import json
+    long, seen = [], 0
+    for p in sorted(NBS.glob('*.ipynb')):
+        for i, c in enumerate(json.loads(p.read_text(encoding='utf-8'))['cells']):
+            s = ''.join(c['source'])
+            if c['cell_type'] == 'code' and s.lstrip().startswith(('#| export', '#|export', '#| exporti')):
+                seen += 1
+                if s.count('\n') + 1 > 60: long.append((p.name, i, s.count('\n') + 1))
+    assert seen > 200 and long == [], long
+
+
+def test_no_module_over_about_400_lines():
+    "`_modidx.py` is nbdev's generated index, not a module anyone reads."
+    sizes = {f.name: len(f.read_text(encoding='utf-8').splitlines()) for f in PKG.glob('*.py') if f.name != '_modidx.py'}
+    assert len(sizes) >= 30 and max(sizes.values()) <= 420, sorted(sizes.items(), key=lambda kv: -kv[1])[:3]

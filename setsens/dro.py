@@ -6,13 +6,10 @@
 from __future__ import annotations
 import math, warnings
 from dataclasses import dataclass
-import numpy as np
 import torch
-from .core import check_same, check_positive, check_count
-from .core import check_real, check_xy
+from .core import check_same, check_positive, check_count, check_real, check_xy, moved
 from .lp import check_p, conjugate
 from .aif import attack_setup, aif_shift
-from .core import moved
 # moved by issue 14: the paper's study to `setsens.dro_study`
 __getattr__ = moved(__name__, dict.fromkeys(['_linear_problem', 'dro_finite_difference', 'dro_n_dependence', 'plot_dro_n', 'dro_study'], 'setsens.dro_study'))
 

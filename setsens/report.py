@@ -10,7 +10,7 @@ import re
 __all__ = ['KINDS', 'Result', 'md_cell', 'results_markdown', 'result_counts', 'counts_markdown']
 
 # %% ../nbs/14_report.ipynb #5134e113
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 KINDS = {'printed': "paper's printed number", 'claim': "paper's qualitative claim",
          'simulation': "our correction checked by simulation", 'internal': "internal consistency",

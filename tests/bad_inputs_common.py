@@ -1,18 +1,13 @@
 """Helpers shared by the bad-input tests (tests/test_*_bad_inputs.py): the message matcher, skip marks and small fixtures."""
-import math, os, pickle, re, warnings
+import re
 from functools import lru_cache
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
-from hypothesis import given, settings, HealthCheck, strategies as st
 
-from setsens.core import data_dir, check_tensor
-from setsens.sets import AffineSet, point_to_set_distance, excess, hausdorff
+from setsens.core import data_dir
 from setsens.krylov import minres, lsqr, cgls
-from setsens.graphical import (graphical_derivative, coderivative, lipschitz_modulus, training_stability,
-                               solution_shift, estimate_solution_set)
 
 f64 = torch.float64
 SOLVERS = [minres, lsqr, cgls]

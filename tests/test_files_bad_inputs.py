@@ -1,22 +1,14 @@
 """Bad input: files (moved from test_bad_inputs.py, issue 8 §2; one file per module by issue 14).
 
 Every case asserts the exception type *and* that the message names the problem."""
-import math, os, pickle, re, warnings
-from functools import lru_cache
-from pathlib import Path
+import math, os, pickle
 
 import pytest
 import torch
-from torch import nn
-from hypothesis import given, settings, HealthCheck, strategies as st
 
-from setsens.core import data_dir, check_tensor
-from setsens.sets import AffineSet, point_to_set_distance, excess, hausdorff
-from setsens.krylov import minres, lsqr, cgls
-from setsens.graphical import (graphical_derivative, coderivative, lipschitz_modulus, training_stability,
-                               solution_shift, estimate_solution_set)
+from setsens.core import data_dir
 
-from bad_inputs_common import (f64, SOLVERS, needs_cuda, DATA, CKPT, needs_data, E, raises, finite_or_inf, cloud, mlp, XY, dense_pair, sym_singular, mlp_risk)
+from bad_inputs_common import DATA, CKPT, needs_data, raises
 
 
 # ================================================================ setsens.core / setsens.cifar: files and checkpoints

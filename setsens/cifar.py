@@ -178,11 +178,13 @@ def load_pretrained(path: str|os.PathLike|None=None, # a checkpoint file (or a f
                    ) -> CifarResNet:
     "The pretrained CIFAR ResNet `arch` in eval mode, loaded strictly with `torch.load(weights_only=True)`."
     if arch not in ARCHS: raise ValueError(f"arch: expected one of {sorted(ARCHS)}, got {arch!r}")
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype: expected a floating torch dtype, got {dtype!r}")
     p = _checkpoint_path(path, arch)
-    model = load_state(ARCHS[arch](), _read_checkpoint(p))
-    if dtype is not None:
-        if not dtype.is_floating_point: raise TypeError(f"dtype: expected a floating dtype, got {dtype}")
-        model = model.to(dtype=dtype)
+    state = _read_checkpoint(p)
+    if dtype is None:   # as stored, whatever torch's default dtype is (an nbdev_test worker may have changed it)
+        dtype = next((v.dtype for v in state.values() if v.is_floating_point()), torch.float32)
+    model = load_state(ARCHS[arch](), state).to(dtype=dtype)
     if device is not None: model = model.to(device)
     return model.eval()
 

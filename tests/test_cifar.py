@@ -95,6 +95,18 @@ def test_float64_and_device_arguments():
     with torch.no_grad(): d = (m64(X) - m32(X.float()).double()).abs().max()
     assert d < 1e-3
     with pytest.raises(TypeError, match='dtype'): load_pretrained(dtype=torch.int64)
+    with pytest.raises(TypeError, match='dtype'): load_pretrained(dtype='float64')
+
+
+@needs_data
+def test_default_dtype_is_the_checkpoints_not_torchs():
+    # CI failure of stop 20: an earlier notebook in the same nbdev_test worker had set float64 as torch's default,
+    # and `load_pretrained()` then returned float64 weights although the checkpoint stores float32.
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try: m = load_pretrained()
+    finally: torch.set_default_dtype(old)
+    assert {p.dtype for p in m.state_dict().values() if p.is_floating_point()} == {torch.float32}
 
 
 class _Payload:

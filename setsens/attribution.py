@@ -223,15 +223,15 @@ def sensitivity_modulus(risk, # a `setsens.risk.Risk` at a trained w̄
     if idx is not None:
         K = torch.as_tensor(check_idx(idx, risk.n, 'idx'), dtype=torch.long)
         Xg, Yg = _rows(risk, K)
-        sig, _, _, conv, _ = _top_pair(risk, Xg[None], None if Yg is None else Yg[None], iters, tol, seed, kw)
-        _report(conv, 'sensitivity_modulus', iters)
+        sig, _, _, conv, sinfo = _top_pair(risk, Xg[None], None if Yg is None else Yg[None], iters, tol, seed, kw)
+        _report(conv, 'sensitivity_modulus', iters); warn_ambiguous(sinfo, 'sensitivity_modulus')
         return float(sig[0])
     P = torch.arange(risk.n) if points is None else torch.as_tensor(check_idx(points, risk.n, 'points'), dtype=torch.long)
     group, out = check_count(group, 'group'), []
     for s in range(0, len(P), group):
         Xg, Yg = _rows(risk, P[s:s + group])
-        sig, _, _, conv, _ = _top_pair(risk, Xg[:, None], None if Yg is None else Yg[:, None], iters, tol, seed, kw)
-        _report(conv, 'sensitivity_modulus', iters)
+        sig, _, _, conv, sinfo = _top_pair(risk, Xg[:, None], None if Yg is None else Yg[:, None], iters, tol, seed, kw)
+        _report(conv, 'sensitivity_modulus', iters); warn_ambiguous(sinfo, 'sensitivity_modulus')
         out.append(sig)
     return torch.cat(out)
 
@@ -255,7 +255,7 @@ def worst_poisoning(risk, # a `setsens.risk.Risk` at a trained w̄
     K = torch.as_tensor(check_idx(idx, risk.n, 'idx'), dtype=torch.long)
     Xg, Yg = _rows(risk, K)
     sig, V, dw, conv, sinfo = _top_pair(risk, Xg[None], None if Yg is None else Yg[None], iters, tol, seed, kw)
-    _report(conv, 'worst_poisoning', iters)
+    _report(conv, 'worst_poisoning', iters); warn_ambiguous(sinfo, 'worst_poisoning')
     dX = torch.zeros(risk._xshape, dtype=risk.dtype, device=risk.device)
     dX[K.to(risk.device)] = V[0]
     return Poisoning(float(sig[0]), dX, dw[:, 0], bool(conv.all()), sinfo)

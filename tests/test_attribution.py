@@ -350,3 +350,21 @@ def test_rounding_level_and_ambiguous_band(method):
     assert i0.ambiguous_kept > 0 and i0.ambiguous >= i0.ambiguous_kept
     _, id_ = pinv_solve(r, B, method=method, damping=1e-3)       # damped: no cut-off, nothing near the rounding level
     assert id_.cutoff == 0 and id_.ambiguous == 0
+
+
+def test_moduli_warn_on_ambiguous_rank_decisions():
+    # sensitivity_modulus and worst_poisoning solve with H inside a power iteration: the same warning as pinv_solve.
+    # dup_mlp, since J's columns leave range H there (on interp_mlp they lie in it and Lanczos never meets the kernel)
+    r = dup_mlp()[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', RuntimeWarning)
+        k = sensitivity_modulus(r, [0, 1], iters=5)
+    for f in (lambda: sensitivity_modulus(r, [0, 1], iters=5, rank_rtol=0.),
+              lambda: sensitivity_modulus(r, points=[0, 1], iters=5, rank_rtol=0.),
+              lambda: worst_poisoning(r, [0, 1], iters=5, rank_rtol=0.)):
+        with warnings.catch_warnings(record=True) as ws:
+            warnings.simplefilter('always')
+            f()
+        assert any('rounding level' in str(w.message) for w in ws), [str(w.message) for w in ws]
+        assert all(w.filename == __file__ for w in ws if 'rounding level' in str(w.message))   # points at the caller
+    assert k > 0

@@ -13,7 +13,8 @@ from .graphical import SetupWarning
 from .pinv import pinv_solve, SolveInfo, check_solve_args, warn_ambiguous
 
 # %% auto #0
-__all__ = ['AttributionInfo', 'influence_scores', 'sensitivity_modulus', 'Poisoning', 'worst_poisoning']
+__all__ = ['AttributionInfo', 'influence_scores', 'sensitivity_modulus', 'Poisoning', 'worst_poisoning', 'PoisoningAudit',
+           'poisoning_audit']
 
 # %% ../nbs/16_attribution.ipynb #96966b69
 def _row_fn(risk):
@@ -259,3 +260,62 @@ def worst_poisoning(risk, # a `setsens.risk.Risk` at a trained w̄
     dX = torch.zeros(risk._xshape, dtype=risk.dtype, device=risk.device)
     dX[K.to(risk.device)] = V[0]
     return Poisoning(float(sig[0]), dX, dw[:, 0], bool(conv.all()), sinfo)
+
+# %% ../nbs/16_attribution.ipynb #1d80b5c4
+@dataclass
+class PoisoningAudit:
+    "Per-row moduli, and for the top-k and random k-row sets: the predicted worst shift against the re-trained one."
+    moduli: torch.Tensor # ‖H⁺J_i‖₂ per row (n,)
+    rows: list # one dict per set: kind, idx, predicted κ_K, actual ‖w̄(t) − w̄‖/t, rel_error, cosine, grad_norm after re-training
+    t: float # the step along each set's worst unit direction
+    grad_norm: float # ‖∇R(w̄) + λw̄‖ at the start (influence assumes ≈ 0)
+    def _repr_markdown_(self):
+        h = ("| set | rows | predicted κ_K | re-trained ‖w̄(t) − w̄‖/t | ‖(w̄(t) − w̄)/t − Δw‖/‖Δw‖ | cos(w̄(t) − w̄, Δw) | ‖∇‖ after |\n"
+             "|---|---|---|---|---|---|---|\n")
+        return h + ''.join(f"| {r['kind']} | {r['idx']} | {r['predicted']:.4g} | {r['actual']:.4g} | {r['rel_error']:.2e} | "
+                           f"{r['cosine']:.6f} | {r['grad_norm']:.1e} |\n" for r in self.rows)
+
+def _audit_args(risk, k, retrain, t, random_sets):
+    if risk._src is not None: raise TypeError("risk: the audit perturbs the inputs in memory; build the Risk from tensors X, Y")
+    k = check_count(k, 'k')
+    if k > risk.n: raise ValueError(f"k: {k} rows asked, the risk has n = {risk.n}")
+    if not callable(retrain): raise TypeError(f"retrain: expected a callable X_new -> flat weights (p,), got {type(retrain).__name__}")
+    return k, check_positive(t, 't'), check_count(random_sets, 'random_sets', lo=0)
+
+# %% ../nbs/16_attribution.ipynb #580e0485
+def poisoning_audit(risk, # a `setsens.risk.Risk` on tensor data at a trained w̄
+                    k: int, # rows per set (the attacker's budget)
+                    retrain, # retrain(X_new) -> flat weights (p,): re-trained from w̄ on inputs X_new, same targets
+                    t: float=1e-2, # step along each set's worst unit direction: X + t·ΔX
+                    random_sets: int=3, # random k-row sets to compare with the top-k set
+                    seed: int=0, # draws the random sets
+                    moduli: torch.Tensor|None=None, # per-row moduli already computed (skips that step)
+                    damping: float=0., # λ ≥ 0: H + λI (the weight decay, if training uses one)
+                    iters: int=100, tol: float=1e-8, # power iteration, as in `sensitivity_modulus`
+                    rank_rtol: float|None=None, rtol: float|None=None, maxiter: int|None=None, # the solve, as in `pinv_solve`
+                   ) -> PoisoningAudit:
+    "Rank rows by modulus; poison the top-k set and random k-sets along their worst direction, re-train, compare with the prediction."
+    k, t, random_sets = _audit_args(risk, k, retrain, t, random_sets)
+    kw = dict(iters=iters, tol=tol, damping=damping, rank_rtol=rank_rtol, rtol=rtol, maxiter=maxiter)
+    if moduli is None: moduli = sensitivity_modulus(risk, **kw)
+    moduli = check_tensor(moduli, 'moduli')
+    if moduli.shape != (risk.n,): raise ValueError(f"moduli: expected shape ({risk.n},), got {tuple(moduli.shape)}")
+    gen = torch.Generator().manual_seed(seed)
+    sets = [('top-k', sorted(moduli.argsort(descending=True)[:k].tolist()))]
+    for _ in range(100*random_sets):   # distinct random sets, none equal to the top set (fewer if n, k leave fewer)
+        if len(sets) > random_sets: break
+        K = sorted(torch.randperm(risk.n, generator=gen)[:k].tolist())
+        if all(K != S for _, S in sets): sets.append(('random', K))
+    stat = lambda r_: float((r_.grad() + damping*r_.w).norm())
+    rows = []
+    for kind, K in sets:
+        P = worst_poisoning(risk, K, seed=seed, **kw)
+        Xt = risk.X + t*P.dX
+        wt = check_tensor(retrain(Xt), 'retrain(X_new)')   # a re-training that diverged (NaN) is refused, never scored
+        if wt.shape != (risk.p,): raise ValueError(f"retrain(X_new): expected flat weights of shape ({risk.p},), got {tuple(wt.shape)}")
+        d = (wt.to(risk.w) - risk.w)/t
+        rows.append(dict(kind=kind, idx=K, predicted=P.modulus, actual=float(d.norm()),
+                         rel_error=float((d - P.dw).norm()/P.dw.norm()),
+                         cosine=float(d @ P.dw/(d.norm()*P.dw.norm()).clamp_min(torch.finfo(d.dtype).tiny)),
+                         grad_norm=stat(risk.at(w=wt.to(risk.w), X=Xt))))
+    return PoisoningAudit(moduli, rows, t, stat(risk))

@@ -4,7 +4,7 @@
 
 # %% ../nbs/28_resnet.ipynb #e0433a6d
 from __future__ import annotations
-import time
+import copy, time
 from dataclasses import dataclass
 from pathlib import Path
 import torch
@@ -17,11 +17,11 @@ from .graphical import solution_shift, estimate_solution_set
 from .landscape import (plane_from_shifts, plane_coordinates, model_loss_fn,
                                loss_surface, plot_surface)
 from .cifar import load_pretrained, cifar10
-from . import poisoning
+from . import poisoning, attribution
 
 # %% auto #0
 __all__ = ['SIZES', 'table1_shifts', 'row_losses', 'seed_study', 'figure4', 'StudySize', 'run_study', 'resnet_study',
-           'plot_convergence', 'study_results']
+           'plot_convergence', 'study_results', 'fit_last_layer', 'last_layer_audit']
 
 # %% ../nbs/28_resnet.ipynb #d7c79666
 __getattr__ = moved(__name__, {n: 'setsens.poisoning' for n in ('margin_cross_entropy', 'example_losses', 'Poisoning',
@@ -295,3 +295,49 @@ def study_results(D: dict) -> list[Result]:
                       f"{Sd['dist_to_retrained']['min-norm (mean)']:.3g}; cos(Δw_min, w_rt − w̄) = "
                       f"{Sd['cos_to_retrained']['min-norm']:.3g}")]
     return R
+
+# %% ../nbs/28_resnet.ipynb #d2d9eab3
+def fit_last_layer(model: nn.Module, # a CifarResNet (its final layer is `linear`); not changed
+                   X: torch.Tensor, Y: torch.Tensor, # images and labels
+                   weight_decay: float, # μ > 0: mean cross-entropy + (μ/2)‖w‖², strictly convex in w
+                   w0: torch.Tensor|None=None, # start (flat [weight, bias]; None: the model's layer)
+                   gtol: float=1e-12, max_steps: int=100, # Newton's method to ‖∇‖ ≤ gtol
+                  ) -> tuple[torch.Tensor, float]:
+    "Newton's method with a backtracking line search on the final linear layer, the rest of the network fixed: (flat w, final ‖∇‖)."
+    feats = []
+    h = model.linear.register_forward_pre_hook(lambda m, a: feats.append(a[0].detach()))
+    try:
+        with torch.no_grad(): model(X)
+    finally: h.remove()
+    Z, (c, d) = feats[0], model.linear.weight.shape
+    f = lambda w: F.cross_entropy(Z @ w[:c*d].view(c, d).T + w[c*d:], Y) + 0.5*weight_decay*w.pow(2).sum()
+    w = torch.cat([model.linear.weight.detach().reshape(-1), model.linear.bias.detach()]) if w0 is None else w0
+    for _ in range(max_steps):
+        g, fw = torch.func.grad_and_value(f)(w)
+        if float(g.norm()) <= gtol: break
+        step, a = torch.linalg.solve(torch.func.hessian(f)(w), g), 1.
+        while a > 1e-10 and f(w - a*step) > fw - 1e-4*a*(g @ step):   # Armijo: far from w̄ a full step overshoots
+            a /= 2
+        w = w - a*step
+    return w, float(torch.func.grad(f)(w).norm())
+
+def last_layer_audit(model: nn.Module, # a CifarResNet in eval mode (copied, float64, on `device`)
+                     X: torch.Tensor, Y: torch.Tensor, # the n training images and labels
+                     k: int=2, weight_decay: float=1e-3, t: float=1e-2, random_sets: int=3, seed: int=0, # as in `poisoning_audit`
+                     iters: int=100, tol: float=1e-6, # power iterations of the moduli
+                     device=None, # default: the model's
+                    ) -> tuple[attribution.PoisoningAudit, Risk]:
+    "`poisoning_audit` of the final layer of `model` on (X, Y), re-fitted first, with Newton re-training."
+    dev = next(model.parameters()).device if device is None else torch.device(device)
+    m = copy.deepcopy(model).to(dev, torch.float64).eval()
+    X, Y = X.to(dev, torch.float64), Y.to(dev)
+    w_bar, gn = fit_last_layer(m, X, Y, weight_decay)
+    if gn > 1e-9: raise RuntimeError(f"fit_last_layer: Newton stopped at ‖∇‖ = {gn:.1e} on the clean images")
+    with torch.no_grad():
+        c, d = m.linear.weight.shape
+        m.linear.weight.copy_(w_bar[:c*d].view(c, d)); m.linear.bias.copy_(w_bar[c*d:])
+    risk = Risk(m, 'cross_entropy', X, Y, params=['linear.weight', 'linear.bias'], hvp_mode='rev_rev_cached')   # the network's graph once, not per product
+    retrain = lambda X_: fit_last_layer(m, X_, Y, weight_decay, w0=w_bar)[0]
+    A = attribution.poisoning_audit(risk, k, retrain, t=t, random_sets=random_sets, seed=seed,
+                                    damping=weight_decay, iters=iters, tol=tol)
+    return A, risk

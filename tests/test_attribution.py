@@ -9,7 +9,7 @@ from torch import nn
 from torch.func import functional_call, grad, hessian, jacrev, vmap
 from setsens.risk import Risk
 from setsens.graphical import SetupWarning, lipschitz_modulus
-from setsens.attribution import pinv_solve, influence_scores, sensitivity_modulus, worst_poisoning
+from setsens.attribution import pinv_solve, influence_scores, sensitivity_modulus, worst_poisoning, poisoning_audit
 
 f64 = torch.float64
 
@@ -254,6 +254,60 @@ def test_power_iteration_not_converged_warns():
     with pytest.warns(RuntimeWarning, match='power iteration did not settle'):
         P = worst_poisoning(r, [0, 1, 2, 3, 4, 5], iters=2, tol=1e-14)
     assert not P.converged
+
+
+def _gn_retrain(r):
+    "Minimum-norm Gauss–Newton re-training of interp_mlp's zero-residual MSE problem on new inputs, from w̄ (dense)."
+    def retrain(X_):
+        out = lambda w: functional_call(r.model, r.unflatten(w), (X_,)).reshape(-1)
+        f = lambda w: 0.5*((out(w) - r.Y.reshape(-1))**2).sum()/r.n
+        w = r.w
+        for _ in range(30):
+            Jf = torch.func.jacrev(out)(w)
+            w = w - torch.linalg.pinv(Jf.T @ Jf/r.n, hermitian=True, rtol=1e-12) @ grad(f)(w)
+        return w
+    return retrain
+
+
+def test_poisoning_audit_against_dense_and_retraining():
+    r, H = interp_mlp()
+    J, Hp = dense_J(r), torch.linalg.pinv(H, hermitian=True)
+    A = poisoning_audit(r, 2, _gn_retrain(r), t=1e-4, random_sets=4, seed=1)
+    kap = torch.stack([torch.linalg.matrix_norm(Hp @ J[:, i], 2) for i in range(r.n)])
+    assert rel(A.moduli, kap) < 1e-7 and A.grad_norm < 1e-12
+    top = sorted(kap.argsort(descending=True)[:2].tolist())
+    sets = [tuple(row['idx']) for row in A.rows]
+    assert sets[0] == tuple(top) and len(set(sets)) == len(sets) == 5            # the top set, then distinct random sets
+    for row in A.rows:
+        dense = float(torch.linalg.matrix_norm(Hp @ J[:, row['idx']].reshape(r.p, -1), 2))
+        assert abs(row['predicted'] - dense) < 1e-7*dense
+        assert row['rel_error'] < 1e-3 and abs(row['actual'] - dense) < 1e-3*dense and row['cosine'] > 1 - 1e-6
+        assert row['grad_norm'] < 1e-12
+    assert '| top-k |' in A._repr_markdown_()
+    # fewer distinct random sets than asked, when n and k leave fewer: C(6, 5) = 6 sets, one of them the top set
+    A5 = poisoning_audit(r, 5, _gn_retrain(r), random_sets=9, moduli=A.moduli)
+    assert len(A5.rows) == 6 and len({tuple(row['idx']) for row in A5.rows}) == 6
+
+
+def test_poisoning_audit_bad_inputs():
+    r, _ = interp_mlp()
+    m = torch.ones(r.n, dtype=f64)
+    ok = lambda X_: r.w
+    with pytest.raises(ValueError, match='k: 7 rows asked'): poisoning_audit(r, 7, ok, moduli=m)
+    with pytest.raises(ValueError, match='k: must be a positive integer'): poisoning_audit(r, 0, ok, moduli=m)
+    with pytest.raises(ValueError, match='t: must be > 0'): poisoning_audit(r, 1, ok, t=0., moduli=m)
+    with pytest.raises(ValueError, match='random_sets'): poisoning_audit(r, 1, ok, random_sets=-1, moduli=m)
+    with pytest.raises(TypeError, match='retrain: expected a callable'): poisoning_audit(r, 1, 'newton', moduli=m)
+    with pytest.raises(ValueError, match=r'moduli: expected shape \(6,\)'): poisoning_audit(r, 1, ok, moduli=m[:3])
+    with pytest.raises(ValueError, match='retrain\\(X_new\\): expected flat weights'):
+        poisoning_audit(r, 1, lambda X_: r.w[:3], moduli=m, random_sets=0)
+    with pytest.raises(ValueError, match='retrain\\(X_new\\): contains NaN'):
+        poisoning_audit(r, 1, lambda X_: torch.full_like(r.w, float('nan')), moduli=m, random_sets=0)
+    with pytest.raises(TypeError, match='retrain\\(X_new\\): expected a torch.Tensor'):
+        poisoning_audit(r, 1, lambda X_: r.w.tolist(), moduli=m, random_sets=0)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(r.X, r.Y), batch_size=3)
+    rd = Risk(r.model, 'mse', loader)
+    with pytest.raises(TypeError, match='risk: the audit perturbs the inputs in memory'): poisoning_audit(rd, 1, ok, moduli=m)
 
 
 # -- round two: the block solve for many queries, and weight decay outside the risk ------------------------------------

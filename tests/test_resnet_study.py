@@ -213,3 +213,18 @@ def test_mean_example_loss_and_linearization_gap_small_net():
     small, big = linearization_gap(net, X, Y, P.scaled(1e-5)), linearization_gap(net, X, Y, P.scaled(1.))
     assert abs(small['ratio'] - 1) < 1e-4 and small['cos'] > 1 - 1e-8          # first order: exact as δ → 0
     assert abs(big['ratio'] - 1) > abs(small['ratio'] - 1)
+
+
+def test_fit_last_layer_reaches_the_minimiser_from_the_pretrained_start():
+    # on 32 images a full Newton step from the pretrained layer overshoots (‖∇‖ stayed at 8.5 without the line search)
+    from setsens.cifar import load_pretrained, cifar10
+    from setsens.resnet_study import fit_last_layer
+    m = load_pretrained(dtype=torch.float64)
+    X, Y = cifar10(n=32, dtype=torch.float64)
+    w, gn = fit_last_layer(m, X, Y, weight_decay=1e-3)
+    assert gn <= 1e-12
+    # the oracle: the same objective through the whole network by autograd, at w
+    f = lambda w_: F.cross_entropy(torch.func.functional_call(m, {'linear.weight': w_[:640].view(10, 64),
+                                                                  'linear.bias': w_[640:]}, (X,)), Y) + 0.5e-3*w_.pow(2).sum()
+    assert float(torch.func.grad(f)(w).norm()) < 1e-11
+    assert torch.equal(m.linear.weight, load_pretrained(dtype=torch.float64).linear.weight)   # the model is not changed

@@ -2,7 +2,7 @@
 (same w̄, data and re-trained LOO changes of the mean test loss, read from its --save file). One markdown table.
 
     .venv/bin/python benchmarks/attribution.py --parts b --n 1000 --ntest 500 --loo 100 --save /tmp/lr_1000.pt
-    /work/peers-venv/bin/python benchmarks/peers/side_by_side.py /tmp/lr_1000.pt [--budget 120]
+    /work/peers-venv/bin/python benchmarks/peers/side_by_side.py /tmp/lr_1000.pt [--budget 120] [--json rows.json]
 
 Peers run in their own environment (/work/peers-venv, see pydvl_lr.py); they are never runtime dependencies.
 Every peer sees the same model (nn.Linear(784, 10) at w̄, float64 unless a row says otherwise), the mean cross-entropy
@@ -14,8 +14,9 @@ Pearson/Spearman columns use the score times that orientation, so a convention f
 orientation is fixed once per peer, from its configuration closest to setsens, and applied to all its rows). The
 best damping is picked from the grid by the LOO correlation itself (an oracle choice: an upper bound on what tuning buys).
 Top-10: overlap of the 10 LOO points with the largest actual increase of the test loss and the 10 largest predicted.
+--json writes the same rows (and the set-up) as JSON, for the chapter's per-peer figure (`nbs/16_attribution.ipynb`).
 """
-import argparse, math, os, signal, sys, tempfile, time, warnings
+import argparse, json, math, os, signal, tempfile, time, warnings
 import numpy as np
 os.environ.setdefault('TQDM_DISABLE', '1')
 import torch
@@ -139,6 +140,7 @@ def main():
     ap.add_argument('--only', default='', help='comma-separated method prefixes to run (default: all)')
     ap.add_argument('--threads', type=int, default=1)
     ap.add_argument('--no-header', action='store_true', help='print only the peer rows (to append a second process)')
+    ap.add_argument('--json', default='', help='also write the rows to this JSON file')
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     d = torch.load(a.path, weights_only=True)
@@ -162,6 +164,14 @@ def main():
     if not a.no_header: print("|---|---|---|---|---|---|---|---|")
     if not a.no_header: print(f"| setsens influence_scores (H⁺, exact solve) | none (H includes λ) | {pearson(ours, actual):.4f} | "
           f"{spearman(ours, actual):.4f} | {topk(ours, actual):.1f} | + | {float(d['ours_seconds']):.1f} | |", flush=True)
+    num = lambda x: None if x is None or not math.isfinite(x) else round(float(x), 6)
+    rows = [dict(method='setsens influence_scores (H⁺, exact solve)', config='none (H includes λ)', pearson=num(pearson(ours, actual)),
+                 spearman=num(spearman(ours, actual)), top10=num(topk(ours, actual)), seconds=num(float(d['ours_seconds'])), note='')]
+    def record(name, r, lab):
+        rows.append(dict(method=name, config=lab, pearson=num(r[1]), spearman=num(r[2]), top10=num(r[3]), seconds=num(r[5]), note=r[6]))
+        if a.json:
+            setup = dict(n=n, removals=len(idx), test_images=int(d['Xt'].shape[0]), l2=lam, budget_s=a.budget, threads=a.threads)
+            with open(a.json, 'w') as f: json.dump(dict(setup=setup, rows=rows), f, indent=1, ensure_ascii=False)
     signal.signal(signal.SIGALRM, _alarm)
     for name, run, default, fixed_cost in methods:
         results = []
@@ -192,8 +202,10 @@ def main():
         results = [(g, math.nan, math.nan, math.nan, 0, sec, note) if sc is None else
                    (g, pearson(o*sc, actual), spearman(o*sc, actual), topk(o*sc, actual), o, sec, note)
                    for g, sc, sec, note in results]
-        show = lambda r, lab: print(f"| {name} | {lab} | {r[1]:.4f} | {r[2]:.4f} | {r[3]:.1f} | {'+' if r[4] > 0 else ('−' if r[4] < 0 else '–')} | "
-                                    f"{r[5]:.1f} | {r[6]} |", flush=True)
+        def show(r, lab):
+            print(f"| {name} | {lab} | {r[1]:.4f} | {r[2]:.4f} | {r[3]:.1f} | {'+' if r[4] > 0 else ('−' if r[4] < 0 else '–')} | "
+                  f"{r[5]:.1f} | {r[6]} |", flush=True)
+            record(name, r, lab)
         show(results[0], f'default {default}')
         ok = [r for r in results[1:] if math.isfinite(r[1])]
         if ok:
@@ -202,6 +214,7 @@ def main():
         else:
             notes = sorted({r[6] for r in results[1:]})
             print(f"| {name} | grid {GRID} | – | – | – | – | – | no grid value ran: {'; '.join(notes)[:200]} |", flush=True)
+            record(name, (None, None, None, None, 0, None, f"no grid value ran: {'; '.join(notes)[:200]}"), f'grid {GRID}')
 
 
 if __name__ == '__main__':

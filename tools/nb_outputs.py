@@ -72,7 +72,9 @@ def execute(nb: Path, timeout: int = 900) -> dict[int, list]:
     with tempfile.TemporaryDirectory() as d:
         out = Path(d)/'outputs.json'
         env = dict(os.environ, IN_TEST='1', MPLBACKEND='module://matplotlib_inline.backend_inline')
-        env.setdefault('OMP_NUM_THREADS', '1')
+        # one thread, always: float32 results (the ResNet chapters) change in the 4th digit with the thread count, and a
+        # caller's OMP_NUM_THREADS=2 once stored outputs that --check (one thread) then called stale
+        env.update(OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
         r = subprocess.run([sys.executable, __file__, '--_child', str(nb), str(out)], env=env, cwd=nb.parent,
                            capture_output=True, text=True, timeout=timeout)
         if r.returncode or not out.exists():

@@ -1,6 +1,7 @@
 "`tools/nb_isolation.py`: a notebook that relies on torch's default dtype fails; one that names its dtype passes."
 import importlib.util, json
 from pathlib import Path
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location('nb_isolation', ROOT/'tools'/'nb_isolation.py')
@@ -25,7 +26,6 @@ def test_a_default_dtype_dependent_notebook_fails_and_an_explicit_one_passes(tmp
 
 
 def test_bad_arguments(tmp_path, capsys):
-    import pytest
     with pytest.raises(SystemExit): iso.main([str(tmp_path/'missing.ipynb')])
     assert 'no such notebook' in capsys.readouterr().err
     with pytest.raises(SystemExit): iso.main(['--workers', '0'])

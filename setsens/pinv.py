@@ -48,8 +48,21 @@ def _coef(al, bt, m, nb, filt):
     return nb*(S @ (filt(th)*S[0])), th
 
 
+# %% ../nbs/15_pinv.ipynb #801bca45
+class _BasisFull(Exception):
+    "A Lanczos basis would outgrow `mem_budget`; `hvps` product columns were spent before it stopped."
+    def __init__(self, hvps): super().__init__(hvps); self.hvps = hvps
+
+def _grown(Qb, want, p, mem_budget, spent):
+    "The basis Qb (k, m, p) with room for `want` steps: doubled, at most p + 1 and what `mem_budget` bytes hold; else _BasisFull."
+    k = Qb.shape[0]
+    cap = min(max(want, 2*Qb.shape[1]), p + 1, int(mem_budget // (k*p*Qb.element_size())))
+    if cap < want: raise _BasisFull(spent)
+    return torch.cat([Qb, Qb.new_zeros((k, cap - Qb.shape[1], p))], 1) if cap > Qb.shape[1] else Qb
+
+
 # %% ../nbs/15_pinv.ipynb #f7db5e85
-def _filtered_lanczos(op, B, filters, cut_of, rtol, maxiter, check_every=10):
+def _filtered_lanczos(op, B, filters, cut_of, rtol, maxiter, check_every=10, mem_budget=math.inf):
     """Lanczos with full reorthogonalisation on the Krylov space of each column of B (all columns in lockstep, one
     batched product per step). `filters` are f(θ, cut); `cut_of(ρ)` gives the cut-off for the measured rounding level ρ.
     Returns ([Q S f(Θ) Sᵀ Qᵀ B for f in filters], converged, invariant, steps, Ritz values per live column,
@@ -57,7 +70,7 @@ def _filtered_lanczos(op, B, filters, cut_of, rtol, maxiter, check_every=10):
     p, k = B.shape
     nb = torch.linalg.vector_norm(B, dim=0)
     live = nb > 0
-    Qb = B.new_zeros((k, min(16, p + 1), p))                                      # the basis (column, step, p), grown by doubling
+    Qb = _grown(B.new_zeros((k, 0, p)), 1, p, mem_budget, 0)                     # the basis (column, step, p), grown by doubling
     Qb[:, 0] = (B/torch.where(live, nb, torch.ones_like(nb))).T
     al, bt, prev = [], [], [None]*k
     steps = torch.zeros(k, dtype=torch.long)
@@ -95,7 +108,7 @@ def _filtered_lanczos(op, B, filters, cut_of, rtol, maxiter, check_every=10):
         run = run & ~done
         b = torch.where(run, b, 0)
         bt.append(b)
-        if j + 2 > Qb.shape[1]: Qb = torch.cat([Qb, torch.zeros_like(Qb)], 1)[:, :p + 1]
+        if j + 2 > Qb.shape[1]: Qb = _grown(Qb, j + 2, p, mem_budget, k*(j + 1))
         Qb[:, j + 1] = W/torch.where(run, b, torch.ones_like(b))[:, None]*run[:, None]
     Qm = Qb[:, :len(al)]
     outs = [torch.zeros_like(B) for _ in filters]
@@ -110,7 +123,7 @@ def _filtered_lanczos(op, B, filters, cut_of, rtol, maxiter, check_every=10):
 
 
 # %% ../nbs/15_pinv.ipynb #b10c4a2e
-def _block_krylov(op, B, filters, cut_of, rtol, maxiter, check_growth=0.1):
+def _block_krylov(op, B, filters, cut_of, rtol, maxiter, check_growth=0.1, mem_budget=math.inf):
     """Block Lanczos (Rayleigh–Ritz with full reorthogonalisation) on ONE Krylov space shared by all columns of B:
     K = span{B, HB, H²B, …}. `filters` are f(θ, cut); `cut_of(ρ)` gives the cut-off for the measured rounding level ρ.
     Returns ([Q S f(Θ) Sᵀ Qᵀ B for f in filters], converged (k,), invariant, block steps, Ritz values, basis
@@ -129,6 +142,9 @@ def _block_krylov(op, B, filters, cut_of, rtol, maxiter, check_growth=0.1):
         if not bool(keep.any()): inv = True
         else:
             Vn = U[:, keep][:, :max(0, p - Q.shape[1])]
+            if 2*p*(Q.shape[1] + Vn.shape[1])*B.element_size() > mem_budget:
+                raise MemoryError(f"mem_budget: the block Krylov basis (two p × d arrays) would outgrow {mem_budget/2**30:.3g} GiB "
+                                  f"at d = {Q.shape[1] + Vn.shape[1]} (p = {p}); raise mem_budget, or use method='lanczos'")
             W = op(Vn)
             if not bool(torch.isfinite(W).all()): raise ValueError("risk: a Hessian-vector product returned NaN or Inf")
             Q, HQ = torch.cat([Q, Vn], 1), torch.cat([HQ, W], 1)
@@ -181,6 +197,25 @@ def _rank_counts(thetas, damping, cut, rho, keep):
         kept, amb, amb_kept = max(kept, int(kp.sum())), max(amb, int(band.sum())), max(amb_kept, int((band & kp).sum()))
     return kept, amb, amb_kept
 
+# %% ../nbs/15_pinv.ipynb #970446b2
+def _lanczos_columns(op, B, filt, cut_of, rtol, maxiter, rhs_chunk, mem_budget):
+    """`_filtered_lanczos` on rhs_chunk columns at a time. When a chunk's basis would outgrow `mem_budget`, the chunk
+    restarts with half the columns (the products spent are counted); one column that does not fit is a MemoryError."""
+    k, outs, parts, rho, s, c, lost = B.shape[1], [[] for _ in filt], [], 0., 0, rhs_chunk, 0
+    while s < k:
+        try: o, *rest = _filtered_lanczos(op, B[:, s:s + c], filt, lambda r_: cut_of(max(rho, r_)), rtol, maxiter, mem_budget=mem_budget)
+        except _BasisFull as e:
+            lost += e.hvps
+            if c == 1: raise MemoryError(f"mem_budget: the Krylov basis of one right-hand side would outgrow {mem_budget/2**30:.3g} GiB "
+                                         f"after {e.hvps} steps (p = {B.shape[0]}); raise mem_budget, or lower maxiter") from None
+            c = max(1, c//2); continue
+        for acc, x in zip(outs, o): acc.append(x)
+        parts.append(rest)
+        rho, s = max(rho, float(rest[4].max())), s + c
+    conv, inv, steps = (torch.cat([r[i] for r in parts]) for i in range(3))
+    return [torch.cat(x, 1) for x in outs], conv, inv, steps, [th for r in parts for th in r[3]], int(steps.sum()) + lost, rho
+
+
 # %% ../nbs/15_pinv.ipynb #d1d81379
 def pinv_solve(risk, # a `setsens.risk.Risk` at (x̄, w̄)
                B: torch.Tensor, # right-hand sides (p,) or (p, k)
@@ -189,9 +224,10 @@ def pinv_solve(risk, # a `setsens.risk.Risk` at (x̄, w̄)
                rtol: float|None=None, # stop a column when its Lanczos coefficients change by ≤ rtol (relative) over 10 steps; None: 1e-10 (float64), 1e-5 (float32)
                maxiter: int|None=None, # Lanczos steps (HVPs) per column; None: p (exact in exact arithmetic)
                powers: tuple=(1,), # also return (H + λI)⁺ᵖ B for these powers p, from the same Krylov space
-               rhs_chunk: int=32, # 'lanczos': columns solved together (memory: maxiter·p·rhs_chunk numbers)
+               rhs_chunk: int=32, # 'lanczos': columns solved together (memory: steps·p·rhs_chunk numbers; fewer when that outgrows mem_budget)
                method: str='auto', # 'block': one Krylov space shared by all columns; 'lanczos': one per column; 'auto': block for k ≥ 2 when its basis fits block_mem
                block_mem: float=2**30, # 'auto': bytes the block basis (p × min(p, k·maxiter), twice) may take
+               mem_budget: float=2**32, # bytes any Krylov basis may take: 'lanczos' halves rhs_chunk (restarting the chunk) when a chunk's would outgrow it, then raises MemoryError; 'block' raises
                warn: bool=True, # warn (RuntimeWarning) when a column did not converge
               ):
     "Filtered Krylov solve: (H + λI)⁺_τ B (minimum norm, eigenvalues |θ| ≤ τ dropped), matrix-free; returns (X, SolveInfo), or ([X per power], SolveInfo)."
@@ -211,20 +247,11 @@ def pinv_solve(risk, # a `setsens.risk.Risk` at (x̄, w̄)
     filt = [lambda th, cut, q=q: torch.where(keep(th - damping, cut), th.reciprocal()**q, torch.zeros_like(th)) for q in powers]   # θ: Ritz values of H + λI
     k = B.shape[1]
     if method == 'auto':
-        method = 'block' if k >= 2 and 2*risk.p*min(risk.p, k*maxiter)*B.element_size() <= block_mem else 'lanczos'
+        method = 'block' if k >= 2 and 2*risk.p*min(risk.p, k*maxiter)*B.element_size() <= min(block_mem, mem_budget) else 'lanczos'
     if method == 'block':
-        X, conv, inv, nsteps, th, hvps, rho = _block_krylov(op, B, filt, cut_of, rtol, maxiter)
+        X, conv, inv, nsteps, th, hvps, rho = _block_krylov(op, B, filt, cut_of, rtol, maxiter, mem_budget=mem_budget)
         steps, thetas = torch.full((k,), nsteps, dtype=torch.long), [th]
-    else:
-        outs, parts, rho = [[] for _ in powers], [], 0.
-        for s in range(0, k, rhs_chunk):
-            o, *rest = _filtered_lanczos(op, B[:, s:s + rhs_chunk], filt, lambda r_: cut_of(max(rho, r_)), rtol, maxiter)
-            for acc, x in zip(outs, o): acc.append(x)
-            parts.append(rest)
-            rho = max(rho, float(rest[4].max()))
-        X = [torch.cat(x, 1) for x in outs]
-        conv, inv, steps = (torch.cat([r[i] for r in parts]) for i in range(3))
-        thetas, hvps = [th for r in parts for th in r[3]], int(steps.sum())
+    else: X, conv, inv, steps, thetas, hvps, rho = _lanczos_columns(op, B, filt, cut_of, rtol, maxiter, rhs_chunk, mem_budget)
     cut = cut_of(rho)
     kept, amb, amb_kept = _rank_counts(thetas, damping, cut, rho, keep)
     R = op(X[0]) - B

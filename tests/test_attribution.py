@@ -422,3 +422,27 @@ def test_moduli_warn_on_ambiguous_rank_decisions():
         assert any('rounding level' in str(w.message) for w in ws), [str(w.message) for w in ws]
         assert all(w.filename == __file__ for w in ws if 'rounding level' in str(w.message))   # points at the caller
     assert k > 0
+
+
+def test_mem_budget_fewer_columns_at_once_then_a_clear_error():
+    """A 109k-parameter MLP with 50 queries was killed by the kernel (the 32-column Lanczos basis outgrew 24 GiB).
+    `mem_budget` caps every basis: 'lanczos' restarts a chunk with half the columns, the result is the same, the spent
+    products are counted; one column that cannot fit, or a block basis that cannot, is a MemoryError naming it."""
+    r, H, G, Xt, Yt = dup_mlp()
+    B = torch.cat([G(Xt, Yt).T, torch.randn(r.p, 1, dtype=f64, generator=torch.Generator().manual_seed(9))], 1)   # (p, 7)
+    kw = dict(rank_rtol=1e-9, method='lanczos')
+    x0, i0 = pinv_solve(r, B, **kw)
+    steps = int(i0.iterations.max())
+    assert steps > 16                                              # so a 7-column basis must grow past its first 16 rows
+    one = (r.p + 1)*r.p*8                                          # one column's basis at most (p + 1 steps)
+    x1, i1 = pinv_solve(r, B, mem_budget=one, **kw)
+    expect = torch.linalg.pinv(H, hermitian=True, rtol=1e-9) @ B
+    assert bool(i1.converged.all()) and rel(x1, expect) < 1e-8 and rel(x0, expect) < 1e-8   # restarts cost products,
+    assert i1.hvps > int(i1.iterations.sum())                                               # not accuracy; counted
+    with pytest.raises(MemoryError, match='mem_budget: the Krylov basis of one right-hand side'):
+        pinv_solve(r, B, mem_budget=4*r.p*8, **kw)
+    with pytest.raises(MemoryError, match="mem_budget: the block Krylov basis.*method='lanczos'"):
+        pinv_solve(r, B, method='block', rank_rtol=1e-9, mem_budget=one)
+    assert pinv_solve(r, B, rank_rtol=1e-9, mem_budget=one)[1].method == 'lanczos'          # 'auto' respects it too
+    with pytest.raises(MemoryError, match='mem_budget'):
+        influence_scores(r, (Xt, Yt), mem_budget=4*r.p*8, warn=False)

@@ -1,0 +1,111 @@
+"""The attribution benchmarks' own machinery (issue 16): the MLP re-training behind `benchmarks/attribution_mlp.py` and the
+set-up plumbing of `benchmarks/peers/side_by_side.py` (whose peers run only in their own environment; the parts tested
+here import nothing but numpy and torch)."""
+import importlib.util, subprocess, sys
+from pathlib import Path
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from setsens.risk import Risk
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(rel, name):
+    spec = importlib.util.spec_from_file_location(name, ROOT/rel)
+    m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+    return m
+
+
+mlp_bench = _load('benchmarks/attribution_mlp.py', 'attribution_mlp_bench')
+peers = _load('benchmarks/peers/side_by_side.py', 'side_by_side_bench')
+
+
+def _data(n=30, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 784, generator=g, dtype=torch.float64), torch.randint(0, 10, (n,), generator=g)
+
+
+def test_lbfgs_fit_trains_the_network_not_only_the_weight_decay():
+    "The first version minimised only (μ/2)‖w‖² (`Risk.value()` carries no graph) and returned w ≈ 0 at chance accuracy."
+    X, Y = _data()
+    net = mlp_bench.mlp()
+    w0 = Risk(net, F.cross_entropy, X, Y).w
+    r = mlp_bench.lbfgs_fit(net, X, Y, w0, 1e-2, 1e-6)
+    fc = torch.func.functional_call(net, r.unflatten(r.w), (X,))
+    assert float((fc.argmax(1) == Y).double().mean()) == 1.0          # 30 random points, 109k weights: it interpolates
+    assert float(r.w.norm()) > 1.0
+    assert float((r.grad() + 1e-2*r.w).norm()) <= 1e-6
+
+
+def test_newton_fit_reaches_the_minimiser_and_leave_one_out_moves_it():
+    X, Y = _data()
+    net, mu = mlp_bench.mlp(), 1e-2
+    r = mlp_bench.lbfgs_fit(net, X, Y, Risk(net, F.cross_entropy, X, Y).w, mu, 1e-6)
+    r, gn, hvps, why = mlp_bench.newton_fit(r, mu, 1e-10)
+    assert why == 'converged' and gn <= 1e-10 and hvps > 0
+    # an independent gradient of the objective (autograd through the module's own forward) at the result
+    w = r.w.clone().requires_grad_()
+    obj = F.cross_entropy(torch.func.functional_call(net, r.unflatten(w), (X,)), Y) + 0.5*mu*w.pow(2).sum()
+    g, = torch.autograd.grad(obj, w)
+    assert float(g.norm()) <= 1e-9
+    keep = torch.arange(30) != 3
+    ri, gi, _, whyi = mlp_bench.refit(net, X[keep], Y[keep], r.w, mu, 1e-10)
+    assert whyi.startswith('converged') and gi <= 1e-10 and 0 < float((ri.w - r.w).norm()) < float(r.w.norm())
+
+
+def test_newton_fit_reports_a_direction_that_does_not_descend():
+    "At w = 0 the tanh network's Hessian is indefinite (μ small): the run must say so, not claim convergence."
+    X, Y = _data()
+    net = mlp_bench.mlp()
+    r = Risk(net, F.cross_entropy, X, Y)
+    r = r.at(w=torch.zeros_like(r.w))
+    r, gn, _, why = mlp_bench.newton_fit(r, 1e-6, 1e-12, steps=3)
+    assert why in ('not descent', 'steps') and gn > 1e-12
+
+
+@pytest.mark.parametrize('arch', [(784, 10), (784, 128, 64, 10)])
+def test_peers_model_is_the_risks_model_at_w(arch):
+    "The peers rebuild the model from the flat w̄: its outputs equal setsens' at w̄ (LR and the dattri-size MLP)."
+    X, _ = _data(5)
+    layers = [nn.Linear(arch[0], arch[1])]
+    for a, b in zip(arch[1:-1], arch[2:]): layers += [nn.Tanh(), nn.Linear(a, b)]
+    net = nn.Sequential(*layers).double()
+    r = Risk(net, F.cross_entropy, X, torch.zeros(5, dtype=torch.long))
+    w = torch.randn(r.p, dtype=torch.float64)
+    ours = torch.func.functional_call(net, r.unflatten(w), (X,))
+    theirs = peers.model_at(w, torch.float64, arch, 'tanh')(X)
+    torch.testing.assert_close(theirs, ours, rtol=0, atol=1e-12)
+
+
+def test_lds_score_against_a_hand_computation():
+    rng = np.random.default_rng(0)
+    S = rng.normal(size=(3, 8))
+    masks = rng.random((6, 8)) < 0.5
+    actual = rng.normal(size=(3, 6))
+    want = np.mean([peers.spearman([S[j, ~m].sum() for m in masks], actual[j]) for j in range(3)])
+    assert abs(peers.lds_score(S, masks, actual) - want) < 1e-12
+    # a perfect predictor (the actual change is the predicted one, up to a monotone map) scores 1
+    pred = S @ (~masks).T.astype(float)
+    assert abs(peers.lds_score(S, masks, np.exp(pred)) - 1) < 1e-12
+
+
+def test_attribution_mlp_runs_end_to_end(tmp_path):
+    out = tmp_path/'mlp.pt'
+    r = subprocess.run([sys.executable, str(ROOT/'benchmarks'/'attribution_mlp.py'), '--n', '40', '--ntest', '3', '--loo', '3',
+                        '--lds', '3', '--threads', '1', '--method', 'lanczos', '--save', str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert '| LDS, per test point' in r.stdout and 'left out: none' in r.stdout and '3 of 3 LOO' in r.stdout
+    d = torch.load(out, weights_only=True)
+    assert d['ours_full'].shape == (3, 40) and d['lds_masks'].shape == (3, 40) and d['lds_actual'].shape == (3, 3)
+    assert d['idx'].shape == (3,) and d['actual'].shape == (3,)
+    torch.testing.assert_close(d['ours'], d['ours_full'].mean(0))
+
+
+def test_attribution_mlp_time_budget_says_so(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT/'benchmarks'/'attribution_mlp.py'), '--n', '20', '--ntest', '2', '--loo', '2',
+                        '--lds', '2', '--threads', '1', '--method', 'lanczos', '--time-budget', '0'],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and 'no leave-one-out re-training started within --time-budget 0 s' in r.stderr

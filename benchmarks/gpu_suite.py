@@ -13,7 +13,10 @@ Sections, each measured side by side in one process (contenders interleaved, med
 3. **Table 1 at the paper's size**: 1,000 images, |K| = 1 and 10 perturbed along their input gradients to the paper's
    perturbed losses (0.0041, 0.0045), one batched MINRES solve (100 iterations): iterations, status, relative residual,
    and the mean loss on the perturbed points at w̄ and at w̄ + Δw for both weightings (paper 1, Table 1).
-4. **The notebooks' `#| gpu` cells**: every notebook with such a cell, run by `nbdev_test --flags gpu --path ...`
+4. **`pinv_solve` at dattri's MLP size** (`benchmarks/pinv_large.py`'s problem: 784-128-64-10 tanh, p = 109,386, float64,
+   1,000 MNIST images, 20 test-loss gradients, damping 1e-2): the block and the per-column Lanczos solve, wall time, the
+   part spent in HVPs, HVP columns, status and the normal residual, and the two solutions' agreement.
+5. **The notebooks' `#| gpu` cells**: every notebook with such a cell, run by `nbdev_test --flags gpu --path ...`
    within what is left of the time budget (`--dry-run` lists them without running them).
 
 Every section checks its own numbers (finite, the solver's residual reported, HVP modes agreeing to float32 rounding)
@@ -32,9 +35,9 @@ from setsens.risk import Risk                                                   
 
 # ------------------------------------------------------------------------------------------------------- sizes
 FULL = dict(hvp_n=(128, 1024), hvp_bs=256, reps=5, k=8, k_n=128, k_reps=3, t1_n=1000, t1_rows=(1, 10),
-            t1_targets=(0.0041, 0.0045), t1_maxiter=100, t1_bs=250)
+            t1_targets=(0.0041, 0.0045), t1_maxiter=100, t1_bs=250, pinv_n=1000, pinv_k=20, pinv_iters=300, pinv_maxiter=None)
 DRY = dict(hvp_n=(4, 8), hvp_bs=4, reps=1, k=2, k_n=4, k_reps=1, t1_n=8, t1_rows=(1, 2),
-           t1_targets=(0.0041, 0.0045), t1_maxiter=3, t1_bs=8)
+           t1_targets=(0.0041, 0.0045), t1_maxiter=3, t1_bs=8, pinv_n=8, pinv_k=2, pinv_iters=5, pinv_maxiter=20)
 
 
 def _sync(dev):
@@ -186,7 +189,7 @@ def _gpu_notebooks():
 
 
 def gpu_cells_section(S, dev, md, dry, deadline):
-    md.append("## 4. The notebooks' `#| gpu` cells\n")
+    md.append("## 5. The notebooks' `#| gpu` cells\n")
     nbs = _gpu_notebooks()
     if not nbs:
         md.append("No notebook has a `#| gpu` cell.\n"); return
@@ -212,6 +215,28 @@ def gpu_cells_section(S, dev, md, dry, deadline):
     if failed: raise AssertionError(f"gpu cells failed: {failed}")
 
 
+def pinv_section(S, dev, md):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('pinv_large_bench', ROOT/'benchmarks'/'pinv_large.py')
+    pl = importlib.util.module_from_spec(spec); spec.loader.exec_module(pl)
+    import setsens.pinv as pinv
+    n, k, mu = S['pinv_n'], S['pinv_k'], 1e-2
+    risk, B, gn = pl.problem(n, k, mu, S['pinv_iters'], device=dev)
+    md.append(f"## 4. `pinv_solve` at dattri's MLP size: p = {risk.p:,}, n = {n}, k = {k}, float64, damping {mu:g}\n")
+    md.append(f"‖∇R + μw‖ = {gn:.1e} after {S['pinv_iters']} L-BFGS iterations.\n")
+    md.append("| method | wall s | in HVPs s | HVP columns | status | max normres |")
+    md.append("|---|---|---|---|---|---|")
+    X = {}
+    for method in ('block', 'lanczos'):
+        _sync(dev)
+        wall, hv, nh, info, X[method] = pl.timed(pinv, risk, B, mu, method, 16., S['pinv_maxiter'])   # dry run: 20 steps
+        if not bool(torch.isfinite(X[method]).all()): raise AssertionError(f"{method}: non-finite solution")
+        md.append(f"| {method} | {wall:.1f} | {hv:.1f} | {nh} | {info.status} | {float(info.normres.max()):.1e} |")
+    d = float((X['block'] - X['lanczos']).norm()/X['lanczos'].norm())
+    md.append(f"\n‖X_block − X_lanczos‖/‖X_lanczos‖ = {d:.1e}.\n")
+    if S['pinv_maxiter'] is None and not d < 1e-6: raise AssertionError(f"block and lanczos solutions differ by {d:.1e}")
+
+
 # ------------------------------------------------------------------------------------------------------- driver
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -219,7 +244,7 @@ def main(argv=None):
     ap.add_argument('--dry-run', action='store_true', help='toy sizes, CPU, gpu cells listed not run (for CI)')
     ap.add_argument('--out', default=None, help='markdown file to write (default: $OUT/gpu_suite.md or ./gpu_suite.md)')
     ap.add_argument('--budget', type=float, default=480., help='seconds; sections that would start after it are skipped')
-    ap.add_argument('--only', nargs='*', default=None, help='section numbers to run (1-4)')
+    ap.add_argument('--only', nargs='*', default=None, help='section numbers to run (1-5)')
     a = ap.parse_args(argv)
     dev = torch.device(a.device or ('cpu' if a.dry_run or not torch.cuda.is_available() else 'cuda'))
     if dev.type == 'cuda' and not torch.cuda.is_available(): ap.error("--device cuda: CUDA is not available here")
@@ -230,7 +255,7 @@ def main(argv=None):
     md = [f"# setsens GPU suite{' (dry run, toy sizes)' if a.dry_run else ''}\n",
           f"Device: {dev.type} ({name}); torch {torch.__version__}; float32; sizes {S}.\n"]
     sections = [('1', hvp_section), ('2', rhs_section), ('3', table1_section),
-                ('4', lambda S, dev, md: gpu_cells_section(S, dev, md, a.dry_run, deadline))]
+                ('4', pinv_section), ('5', lambda S, dev, md: gpu_cells_section(S, dev, md, a.dry_run, deadline))]
     failed = []
     for key, fn in sections:
         if a.only and key not in a.only: continue

@@ -266,17 +266,21 @@ def singular_psd(N=2000, rank=1000, seed=0):
     return ((A + A.T)/2).contiguous(), torch.randn(N, generator=g, dtype=torch.float64)
 
 
-def load_krylov_rev(rev):
-    "setsens.krylov as of git revision `rev`, imported by path from a temporary file (next to nothing else changes)."
+def load_module_rev(rev, module='krylov'):
+    """setsens.<module> as of git revision `rev`, imported by path from a temporary file; its relative imports resolve
+    to today's setsens (next to nothing else changes). Also used by benchmarks/pinv_large.py."""
     import importlib.util
     root = Path(__file__).resolve().parents[1]
-    src = subprocess.run(['git', 'show', f'{rev}:setsens/krylov.py'], cwd=root, capture_output=True, text=True, check=True).stdout
-    f = Path(tempfile.mkdtemp())/'krylov_old.py'; f.write_text(src)
-    name = 'setsens._krylov_' + ''.join(c for c in rev if c.isalnum())
+    src = subprocess.run(['git', 'show', f'{rev}:setsens/{module}.py'], cwd=root, capture_output=True, text=True, check=True).stdout
+    f = Path(tempfile.mkdtemp())/f'{module}_old.py'; f.write_text(src)
+    name = f'setsens._{module}_' + ''.join(c for c in rev if c.isalnum())
     spec = importlib.util.spec_from_file_location(name, f)
     m = importlib.util.module_from_spec(spec); m.__package__ = 'setsens'; sys.modules[name] = m
     spec.loader.exec_module(m)
     return m
+
+
+def load_krylov_rev(rev): return load_module_rev(rev, 'krylov')
 
 
 def scipy_overhead(repeats=5, N=2000, old=None, rows=None):

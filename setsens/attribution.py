@@ -112,6 +112,7 @@ def influence_scores(risk, # a `setsens.risk.Risk` at a trained w̄ (per-example
                      mem_budget: float=2**32, # bytes the Krylov basis may take (see `pinv_solve`): fewer queries at once, or a MemoryError, rather than an out-of-memory kill
                      stationary_tol: float=0.1, # warn when ‖∇R(w̄)‖ > stationary_tol · median_i ‖s∇ℓ_i‖
                      warn: bool=True, # warn on non-convergence, a non-stationary w̄, zero query gradients, test rows in the training set
+                     progress: bool|None=None, # a tqdm bar of the solve's HVP columns (see `pinv_solve`); None: only in an interactive session
                     ) -> tuple[torch.Tensor, AttributionInfo]:
     "Influence of each training point on each query: an (m, n) tensor (−s or −1 times ∇q_jᵀ H⁺ ∇ℓ_i) and an `AttributionInfo`."
     t0 = time.perf_counter()
@@ -134,7 +135,7 @@ def influence_scores(risk, # a `setsens.risk.Risk` at a trained w̄ (per-example
                       f"such a pair is the point's self-influence, not a generalisation measure", RuntimeWarning, stacklevel=2)
     damping = check_positive(damping, 'damping', strict=False)
     Z, sinfo = pinv_solve(risk, Gq.T.contiguous(), damping + weight_decay, rank_rtol, rtol, maxiter, rhs_chunk=rhs_chunk,
-                          method=method, mem_budget=mem_budget, warn=False)
+                          method=method, mem_budget=mem_budget, warn=False, progress=progress)
     if warn: warn_ambiguous(sinfo, 'influence_scores')
     if warn and sinfo.status != 'converged':
         warnings.warn(f"influence_scores: the solve with H did not converge for {int((~sinfo.converged).sum())} queries "

@@ -10,6 +10,8 @@ import torch
 from scipy.linalg import eigh_tridiagonal
 from .core import check_tensor, check_same, check_positive, check_count, check_precision
 from .linalg import lanczos
+from .krylov_base import show_progress
+from tqdm import tqdm
 
 # %% auto #0
 __all__ = ['SolveInfo', 'check_solve_args', 'warn_ambiguous', 'pinv_solve']
@@ -61,10 +63,25 @@ def _grown(Qb, want, p, mem_budget, spent):
     return torch.cat([Qb, Qb.new_zeros((k, cap - Qb.shape[1], p))], 1) if cap > Qb.shape[1] else Qb
 
 
+# %% ../nbs/15_pinv.ipynb #f7db5e86
+def _lanczos_out(Qb, al, bt, steps, nb, live, filters, cut, B):
+    "([Q S f(Θ) Sᵀ Qᵀ B for f in filters], [Ritz values per live column]) from the stored Lanczos bases and coefficients."
+    outs, thetas = [torch.zeros_like(B) for _ in filters], []
+    for c in live.nonzero().flatten().tolist():
+        m = int(steps[c])
+        for o, f in zip(outs, filters):
+            y, th = _coef([t[c] for t in al], [t[c] for t in bt], m, nb[c], lambda th: f(th, cut))
+            o[:, c] = y.to(B) @ Qb[c, :m]
+        thetas.append(th)
+    return outs, thetas
+
+
 # %% ../nbs/15_pinv.ipynb #f7db5e85
 def _filtered_lanczos(op, B, filters, cut_of, rtol, maxiter, check_every=10, mem_budget=math.inf):
     """Lanczos with full reorthogonalisation on the Krylov space of each column of B (all columns in lockstep, one
-    batched product per step). `filters` are f(θ, cut); `cut_of(ρ)` gives the cut-off for the measured rounding level ρ.
+    batched product per step): the three-term recurrence, then one Gram–Schmidt pass against the whole basis, and a
+    second pass only for a column whose norm the first cut below 1/√2 (Daniel–Gragg–Kaufman–Stewart). `filters` are
+    f(θ, cut); `cut_of(ρ)` gives the cut-off for the measured rounding level ρ.
     Returns ([Q S f(Θ) Sᵀ Qᵀ B for f in filters], converged, invariant, steps, Ritz values per live column,
     ρ per column)."""
     p, k = B.shape
@@ -81,14 +98,17 @@ def _filtered_lanczos(op, B, filters, cut_of, rtol, maxiter, check_every=10, mem
         if not bool(run.any()): break
         W = op(Qb[:, j].T).T                                                    # (k, p)
         a = (Qb[:, j]*W).sum(1)
-        Qm = Qb[:, :j + 1]                                                      # (k, j+1, p)
-        for r_ in range(2):                                                     # full reorthogonalisation
-            c = torch.bmm(Qm, W[:, :, None])[:, :, 0]                           # (k, j+1)
-            if r_ == 0 and j > 0:                                               # exact arithmetic: c = (0, …, 0, β_{j-1}, α_j)
-                d = c[:, :j].clone(); d[:, j - 1] -= bt[-1]
-                rho = torch.maximum(rho, torch.where(run, torch.linalg.vector_norm(d, dim=1), 0).double().cpu())
-            W = W - torch.bmm(Qm.mT, c[:, :, None])[:, :, 0]
+        W = W - a[:, None]*Qb[:, j]                                             # the three-term recurrence …
+        if j: W = W - bt[-1][:, None]*Qb[:, j - 1]
+        Qm, n0 = Qb[:, :j + 1], torch.linalg.vector_norm(W, dim=1)              # (k, j+1, p)
+        c = torch.bmm(W[:, None], Qm.mT)[:, 0]                                  # … then full reorthogonalisation: (k, j+1)
+        if j > 0:                                                               # exact arithmetic: c = 0; its first j entries are rounding
+            rho = torch.maximum(rho, torch.where(run, torch.linalg.vector_norm(c[:, :j], dim=1), 0).double().cpu())
+        W = W - torch.bmm(c[:, None], Qm)[:, 0]                                 # (row-vector forms: 3-6× faster than Qm @ w, Qmᵀ c here)
         b = torch.linalg.vector_norm(W, dim=1)
+        for c_ in (run & (b < n0/math.sqrt(2))).nonzero().flatten().tolist():   # cancellation: a second pass (this column's basis only)
+            W[c_] -= (Qm[c_] @ W[c_]) @ Qm[c_]
+            b[c_] = torch.linalg.vector_norm(W[c_])
         if not bool(torch.isfinite(a).all() & torch.isfinite(b).all()): raise ValueError("risk: a Hessian-vector product returned NaN or Inf")
         al.append(torch.where(run, a, 0))
         anorm = max(anorm, float(a.abs().max()), float(b.max()))
@@ -110,62 +130,105 @@ def _filtered_lanczos(op, B, filters, cut_of, rtol, maxiter, check_every=10, mem
         bt.append(b)
         if j + 2 > Qb.shape[1]: Qb = _grown(Qb, j + 2, p, mem_budget, k*(j + 1))
         Qb[:, j + 1] = W/torch.where(run, b, torch.ones_like(b))[:, None]*run[:, None]
-    Qm = Qb[:, :len(al)]
-    outs = [torch.zeros_like(B) for _ in filters]
-    thetas, cut = [], cut_of(float(rho.max()))
-    for c in live.nonzero().flatten().tolist():
-        m = int(steps[c])
-        for o, f in zip(outs, filters):
-            y, th = _coef([t[c] for t in al], [t[c] for t in bt], m, nb[c], lambda th: f(th, cut))
-            o[:, c] = Qm[c, :m].mT @ y.to(B)
-        thetas.append(th)
+    outs, thetas = _lanczos_out(Qb, al, bt, steps, nb, live, filters, cut_of(float(rho.max())), B)
     return outs, conv, inv, steps, thetas, rho
+
+
+# %% ../nbs/15_pinv.ipynb #b10c4a2f
+class _BlockSpace:
+    """The basis Q of a block Krylov space and HQ, stored as rows (d, p) and grown by doubling within `mem_budget`
+    (bytes, both arrays), with T = Qᵀ fl(HQ) (d, d) and QᵀB as they fill: a block's columns of T come from its
+    Gram–Schmidt pass (`cols`), the rows below the diagonal at the Rayleigh–Ritz checks (`ritz`)."""
+    def __init__(self, B, mem_budget):
+        (self.p, self.k), self.B, self.mem = B.shape, B, mem_budget
+        self.Qs = self.HQs = B.new_zeros((0, self.p))
+        self.d = self.lo = 0
+        self.T, self.QB, self.rho = B.new_zeros((0, 0)), B.new_zeros((0, self.k)), 0.
+
+    @property
+    def Q(self): return self.Qs[:self.d]
+
+    def append(self, Vn, Wt):
+        "Add orthonormal rows Vn (b, p) and their products Wt = fl(H Vnᵀ)ᵀ; T gains b rows and columns, filled later."
+        d, b, p, es = self.d, Vn.shape[0], self.p, Vn.element_size()
+        if 2*p*(d + b)*es > self.mem: raise _BasisFull(d)
+        if d + b > self.Qs.shape[0]:
+            cap = min(p, max(d + b, 2*self.Qs.shape[0], 4*self.k), int(self.mem//(2*p*es)))
+            self.Qs, self.HQs = (torch.cat([A, A.new_zeros((cap - A.shape[0], p))]) for A in (self.Qs, self.HQs))
+        self.Qs[d:d + b], self.HQs[d:d + b] = Vn, Wt
+        self.T = torch.cat([torch.cat([self.T, self.T.new_zeros((d, b))], 1), self.T.new_zeros((b, d + b))], 0)
+        self.QB = torch.cat([self.QB, Vn @ self.B], 0)
+        self.d += b
+
+    def cols(self, j0, c): self.T[:, j0:] = c                # the columns of the block that starts at row j0: Qᵀ fl(HQ_J)
+
+    def ritz(self, newest):
+        """Complete T (the columns of the block from row `newest` on, whose pass is still to come, and the rows added
+        since the last call), update ρ from its antisymmetric part, and return its eigenpairs (float64)."""
+        d, lo, Q, HQ, T = self.d, self.lo, self.Q, self.HQs[:self.d], self.T
+        if newest is not None: self.cols(newest, (HQ[newest:] @ Q.mT).mT)
+        R = HQ @ Q[lo:].mT                                                       # (d, d − lo): Rᵢⱼ = q_{lo+j}ᵀ fl(H qᵢ)
+        T[lo:] = torch.where(torch.arange(lo, d, device=T.device)[:, None] > torch.arange(d, device=T.device), R.mT, T[lo:])
+        self.lo = d
+        if d > 1: self.rho = max(self.rho, float(torch.linalg.vector_norm(torch.triu(T - T.mT, 1), dim=0).max()))
+        return torch.linalg.eigh(((T + T.mT)/2).double())                        # Tᵢⱼ = qᵢᵀ fl(H qⱼ): symmetric up to rounding
 
 
 # %% ../nbs/15_pinv.ipynb #b10c4a2e
 def _block_krylov(op, B, filters, cut_of, rtol, maxiter, check_growth=0.1, mem_budget=math.inf):
     """Block Lanczos (Rayleigh–Ritz with full reorthogonalisation) on ONE Krylov space shared by all columns of B:
     K = span{B, HB, H²B, …}. `filters` are f(θ, cut); `cut_of(ρ)` gives the cut-off for the measured rounding level ρ.
-    Returns ([Q S f(Θ) Sᵀ Qᵀ B for f in filters], converged (k,), invariant, block steps, Ritz values, basis
-    dimension (= HVP columns spent), ρ)."""
+    Each new block HQ_J first loses its parts along Q_J and Q_{J-1} (the block three-term recurrence), then takes one
+    Gram–Schmidt pass against all of Q; the new orthonormal directions take a second pass where the first cancelled.
+    Returns ([Q S f(Θ) Sᵀ Qᵀ B for f in filters], converged (k,), invariant, block steps, Ritz values, basis dimension
+    (= HVP columns spent), ρ); raises _BasisFull when the basis would outgrow `mem_budget`."""
     p, k = B.shape
-    eps = torch.finfo(B.dtype).eps
-    Q, HQ, V = B.new_zeros((p, 0)), B.new_zeros((p, 0)), B
+    sp, eps, Vt, band = _BlockSpace(B, mem_budget), torch.finfo(B.dtype).eps, B.mT, None   # Vt: the next block as rows
     scale = float(torch.linalg.vector_norm(B, dim=0).max())                      # first block: relative to ‖B‖; then to ‖H‖
     conv = torch.zeros(k, dtype=torch.bool, device=B.device)
-    inv, prev, outs, th, steps, last, rho = False, None, None, None, 0, 0, 0.
+    inv, prev, steps, last = False, None, 0, 0
     while steps < maxiter:
-        for _ in range(2): V = V - Q @ (Q.mT @ V)                                   # full reorthogonalisation
-        U, sv, _ = torch.linalg.svd(V, full_matrices=False)                         # rank-revealing: drop dependent directions
-        keep = sv > 10*math.sqrt(p)*eps*scale
+        Q = sp.Q
+        if band is not None:                                                     # three-term: V = HQ_J − Q_J T_JJ − Q_{J-1} T_{J-1,J}
+            j0, TJJ, TpJ = band
+            Vt = Vt - TJJ.mT @ Q[j0:]
+            if TpJ is not None: Vt = Vt - TpJ.mT @ Q[j0 - TpJ.shape[0]:j0]
+        n1 = float(torch.linalg.vector_norm(Vt, dim=1).max())
+        c = (Vt @ Q.mT).mT                                                       # (d, b): rounding, in exact arithmetic
+        Vt = Vt - c.mT @ Q
+        if band is not None:                                                     # T's new columns: Qᵀ fl(HQ_J)
+            c[j0:] += TJJ
+            if TpJ is not None: c[j0 - TpJ.shape[0]:j0] += TpJ
+            sp.cols(j0, c)
+        _, sv, Vh = torch.linalg.svd(Vt, full_matrices=False)                   # rank-revealing: V = Vhᵀ diag(sv) (…)
+        keep = (sv > 10*math.sqrt(p)*eps*scale).nonzero().flatten()[:max(0, p - sp.d)]
         steps += 1
-        if not bool(keep.any()): inv = True
+        if not len(keep): inv = True
         else:
-            Vn = U[:, keep][:, :max(0, p - Q.shape[1])]
-            if 2*p*(Q.shape[1] + Vn.shape[1])*B.element_size() > mem_budget:
-                raise MemoryError(f"mem_budget: the block Krylov basis (two p × d arrays) would outgrow {mem_budget/2**30:.3g} GiB "
-                                  f"at d = {Q.shape[1] + Vn.shape[1]} (p = {p}); raise mem_budget, or use method='lanczos'")
-            W = op(Vn)
-            if not bool(torch.isfinite(W).all()): raise ValueError("risk: a Hessian-vector product returned NaN or Inf")
-            Q, HQ = torch.cat([Q, Vn], 1), torch.cat([HQ, W], 1)
-            scale = max(0. if Q.shape[1] == Vn.shape[1] else scale, float(torch.linalg.vector_norm(W, dim=0).max()))
-            inv = Q.shape[1] >= p
-            V = W
-        if inv or steps >= maxiter or Q.shape[1] - last >= max(10, check_growth*last):   # Rayleigh–Ritz, now and then
-            last = Q.shape[1]
-            T = Q.mT @ HQ                                                            # Tᵢⱼ = qᵢᵀ fl(H qⱼ): symmetric up to rounding
-            rho = max(rho, float(torch.linalg.vector_norm(torch.triu(T - T.mT, 1), dim=0).max())) if T.shape[0] > 1 else rho
-            cut = cut_of(rho)
-            th, S = torch.linalg.eigh(((T + T.mT)/2).double())
-            C = S.mT @ (Q.mT @ B).double()                                           # Ritz coordinates of B
-            outs = [(Q @ (S @ (f(th, cut)[:, None]*C)).to(B)) for f in filters]
+            Vn = Vh[keep]                                                        # (b, p); Qᵀuᵢ ≈ ε‖V‖/σᵢ after one pass: where a
+            if float(sv[keep].min()) < n1/math.sqrt(2):                          # kept σᵢ is below ‖V‖/√2, a second pass on the
+                Vn = torch.linalg.qr((Vn - (Vn @ Q.mT) @ Q).mT).Q.mT             # unit vectors themselves (DGKS for a block)
+            if 2*p*(sp.d + len(keep))*B.element_size() > mem_budget: raise _BasisFull(sp.d)
+            Wt = op(Vn.mT).mT                                                    # (b, p)
+            if not bool(torch.isfinite(Wt).all()): raise ValueError("risk: a Hessian-vector product returned NaN or Inf")
+            band = (sp.d, Vn @ Wt.mT, (Vn @ Vt.mT).mT if sp.d else None)         # T_JJ, and T_{J-1,J} = (Q_Jᵀ V)ᵀ
+            scale = max(0. if sp.d == 0 else scale, float(torch.linalg.vector_norm(Wt, dim=1).max()))
+            sp.append(Vn, Wt)
+            inv, Vt = sp.d >= p, Wt
+        if inv or steps >= maxiter or sp.d - last >= max(10, check_growth*last):  # Rayleigh–Ritz, now and then
+            last = sp.d
+            th, S = sp.ritz(band[0] if band is not None else None)
+            Bk = S.mT @ sp.QB.double()                                           # Ritz coordinates of B
+            Y = S @ (filters[0](th, cut_of(sp.rho))[:, None]*Bk)                 # X = Q Y: ‖ΔX‖ = ‖ΔY‖ (Q orthonormal)
             if prev is not None:
-                d = torch.linalg.vector_norm(outs[0] - prev, dim=0)
-                conv = d <= rtol*torch.linalg.vector_norm(outs[0], dim=0)
-            prev = outs[0]
+                dY = Y.clone(); dY[:prev.shape[0]] -= prev
+                conv = (torch.linalg.vector_norm(dY, dim=0) <= rtol*torch.linalg.vector_norm(Y, dim=0)).to(conv.device)
+            prev = Y
             if inv or bool(conv.all()): break
     if inv: conv = torch.ones_like(conv)
-    return outs, conv, torch.full_like(conv, inv), steps, th, Q.shape[1], rho
+    cut = cut_of(sp.rho)
+    outs = [((S @ (f(th, cut)[:, None]*Bk)).to(B).mT @ sp.Q).mT.contiguous() for f in filters]
+    return outs, conv, torch.full_like(conv, inv), steps, th, sp.d, sp.rho
 
 
 # %% ../nbs/15_pinv.ipynb #18cb9bdd
@@ -216,6 +279,24 @@ def _lanczos_columns(op, B, filt, cut_of, rtol, maxiter, rhs_chunk, mem_budget):
     return [torch.cat(x, 1) for x in outs], conv, inv, steps, [th for r in parts for th in r[3]], int(steps.sum()) + lost, rho
 
 
+# %% ../nbs/15_pinv.ipynb #970446b3
+def _solve(op, B, filt, cut_of, rtol, maxiter, rhs_chunk, method, block_mem, mem_budget):
+    "(method used, (X, converged, invariant, steps, Ritz values, HVP columns, ρ)): 'auto' tries one block space for k ≥ 2 and falls back to a space per column when its basis outgrows min(block_mem, mem_budget); the products spent count."
+    k, auto, spent = B.shape[1], method == 'auto', 0
+    if auto: method = 'block' if k >= 2 else 'lanczos'
+    if method == 'block':
+        try:
+            X, conv, inv, nsteps, th, hvps, rho = _block_krylov(op, B, filt, cut_of, rtol, maxiter,
+                                                                mem_budget=min(block_mem, mem_budget) if auto else mem_budget)
+            return method, (X, conv, inv, torch.full((k,), nsteps, dtype=torch.long), [th], hvps, rho)
+        except _BasisFull as e:
+            if not auto: raise MemoryError(f"mem_budget: the block Krylov basis (two p × d arrays) would outgrow {mem_budget/2**30:.3g} GiB "
+                                           f"after d = {e.hvps} columns (p = {B.shape[0]}); raise mem_budget, or use method='lanczos'") from None
+            spent = e.hvps
+    X, conv, inv, steps, thetas, hvps, rho = _lanczos_columns(op, B, filt, cut_of, rtol, maxiter, rhs_chunk, mem_budget)
+    return 'lanczos', (X, conv, inv, steps, thetas, hvps + spent, rho)
+
+
 # %% ../nbs/15_pinv.ipynb #d1d81379
 def pinv_solve(risk, # a `setsens.risk.Risk` at (x̄, w̄)
                B: torch.Tensor, # right-hand sides (p,) or (p, k)
@@ -225,13 +306,16 @@ def pinv_solve(risk, # a `setsens.risk.Risk` at (x̄, w̄)
                maxiter: int|None=None, # Lanczos steps (HVPs) per column; None: p (exact in exact arithmetic)
                powers: tuple=(1,), # also return (H + λI)⁺ᵖ B for these powers p, from the same Krylov space
                rhs_chunk: int=32, # 'lanczos': columns solved together (memory: steps·p·rhs_chunk numbers; fewer when that outgrows mem_budget)
-               method: str='auto', # 'block': one Krylov space shared by all columns; 'lanczos': one per column; 'auto': block for k ≥ 2 when its basis fits block_mem
-               block_mem: float=2**30, # 'auto': bytes the block basis (p × min(p, k·maxiter), twice) may take
+               method: str='auto', # 'block': one Krylov space shared by all columns; 'lanczos': one per column; 'auto': block for k ≥ 2, 'lanczos' when the block basis outgrows block_mem
+               block_mem: float|None=None, # 'auto': bytes the block basis (two p × d arrays) may take before 'auto' gives it up for 'lanczos' (the products spent are counted); None: mem_budget
                mem_budget: float=2**32, # bytes any Krylov basis may take: 'lanczos' halves rhs_chunk (restarting the chunk) when a chunk's would outgrow it, then raises MemoryError; 'block' raises
                warn: bool=True, # warn (RuntimeWarning) when a column did not converge
+               progress: bool|None=None, # a tqdm bar of the HVP columns spent; None: only in an interactive session, never under tests or CI
               ):
     "Filtered Krylov solve: (H + λI)⁺_τ B (minimum norm, eigenvalues |θ| ≤ τ dropped), matrix-free; returns (X, SolveInfo), or ([X per power], SolveInfo)."
     damping, rank_rtol, rtol, maxiter = check_solve_args(risk, damping, rank_rtol, rtol, maxiter)
+    mem_budget = check_positive(mem_budget, 'mem_budget', allow_inf=True)
+    block_mem = mem_budget if block_mem is None else check_positive(block_mem, 'block_mem', allow_inf=True)
     rhs_chunk = check_count(rhs_chunk, 'rhs_chunk')
     if method not in ('auto', 'block', 'lanczos'): raise ValueError(f"method: expected 'auto', 'block' or 'lanczos', got {method!r}")
     check_tensor(B, 'B'); check_same(B, risk.w, 'B, risk.w')
@@ -242,16 +326,12 @@ def pinv_solve(risk, # a `setsens.risk.Risk` at (x̄, w̄)
     smax = float(theta0.abs().max())
     if rank_rtol is None and damping == 0: cut_of = lambda rho: max(risk.p*torch.finfo(risk.dtype).eps*smax, 1000*rho)
     else: cut_of = lambda rho, c=(rank_rtol or 0.)*smax: c
-    op = (lambda V: risk.hvp(V) + damping*V)
+    bar = tqdm(desc='pinv_solve', unit=' HVP', disable=not show_progress(progress), leave=False, dynamic_ncols=True)
+    def op(V): bar.update(V.shape[1] if V.ndim == 2 else 1); return risk.hvp(V) + damping*V
     keep = lambda th, cut: (th.abs() > cut) if cut > 0 else torch.ones_like(th, dtype=torch.bool)
     filt = [lambda th, cut, q=q: torch.where(keep(th - damping, cut), th.reciprocal()**q, torch.zeros_like(th)) for q in powers]   # θ: Ritz values of H + λI
-    k = B.shape[1]
-    if method == 'auto':
-        method = 'block' if k >= 2 and 2*risk.p*min(risk.p, k*maxiter)*B.element_size() <= min(block_mem, mem_budget) else 'lanczos'
-    if method == 'block':
-        X, conv, inv, nsteps, th, hvps, rho = _block_krylov(op, B, filt, cut_of, rtol, maxiter, mem_budget=mem_budget)
-        steps, thetas = torch.full((k,), nsteps, dtype=torch.long), [th]
-    else: X, conv, inv, steps, thetas, hvps, rho = _lanczos_columns(op, B, filt, cut_of, rtol, maxiter, rhs_chunk, mem_budget)
+    try: method, (X, conv, inv, steps, thetas, hvps, rho) = _solve(op, B, filt, cut_of, rtol, maxiter, rhs_chunk, method, block_mem, mem_budget)
+    finally: bar.close()
     cut = cut_of(rho)
     kept, amb, amb_kept = _rank_counts(thetas, damping, cut, rho, keep)
     R = op(X[0]) - B

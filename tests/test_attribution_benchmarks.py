@@ -66,6 +66,16 @@ def test_newton_fit_reports_a_direction_that_does_not_descend():
     assert why in ('not descent', 'steps') and gn > 1e-12
 
 
+def test_newton_fit_names_an_uphill_direction(monkeypatch):
+    "A solve that returns an uphill direction (here d = +∇, forced) must end in 'not descent' after one product count, never a step."
+    from types import SimpleNamespace
+    X, Y = _data()
+    r = Risk(mlp_bench.mlp(), F.cross_entropy, X, Y)
+    monkeypatch.setattr(mlp_bench, 'minres', lambda op, b, **kw: (-b, SimpleNamespace(matvecs=7)))
+    r2, gn, hv, why = mlp_bench.newton_fit(r, 1e-2, 1e-12)
+    assert why == 'not descent' and hv == 7 and torch.equal(r2.w, r.w) and gn > 1e-12
+
+
 @pytest.mark.parametrize('arch', [(784, 10), (784, 128, 64, 10)])
 def test_peers_model_is_the_risks_model_at_w(arch):
     "The peers rebuild the model from the flat w̄: its outputs equal setsens' at w̄ (LR and the dattri-size MLP)."
@@ -108,4 +118,15 @@ def test_attribution_mlp_time_budget_says_so(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT/'benchmarks'/'attribution_mlp.py'), '--n', '20', '--ntest', '2', '--loo', '2',
                         '--lds', '2', '--threads', '1', '--method', 'lanczos', '--time-budget', '0'],
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert r.returncode != 0 and 'no leave-one-out re-training started within --time-budget 0 s' in r.stderr
+    assert r.returncode != 0 and 'no re-training finished within --time-budget 0 s' in r.stderr
+
+
+def test_attribution_mlp_halves_only(tmp_path):
+    "`--loo 0`: the random halves alone (the LDS), no LOO rows, and a set-up file side_by_side.py reads as halves-only."
+    out = tmp_path/'mlp.pt'
+    r = subprocess.run([sys.executable, str(ROOT/'benchmarks'/'attribution_mlp.py'), '--n', '40', '--ntest', '3', '--loo', '0',
+                        '--lds', '2', '--threads', '1', '--method', 'lanczos', '--save', str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert '| LDS, per test point' in r.stdout and '| LOO' not in r.stdout and '0 of 0 LOO' in r.stdout
+    d = torch.load(out, weights_only=True)
+    assert d['idx'].shape == (0,) and d['lds_masks'].shape[0] == d['lds_actual'].shape[1] >= 1

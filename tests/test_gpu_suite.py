@@ -11,7 +11,7 @@ def test_gpu_suite_dry_run(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**__import__('os').environ, 'OMP_NUM_THREADS': '1'})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     md = out.read_text()
-    for head in ('## 1. One HVP', '## 2. k = 2 right-hand sides', '## 3. Table 1', "## 4. The notebooks' `#| gpu` cells"):
+    for head in ('## 1. One HVP', '## 2. k = 2 right-hand sides', '## 3. Table 1', "## 4. `pinv_solve` at dattri's MLP size", "## 5. The notebooks' `#| gpu` cells"):
         assert head in md, head
     assert 'failed' not in md.split('Total:')[0].lower()
     # section 1: every HVP mode has a row with a finite ratio to one gradient and an error against the float64 oracle
@@ -25,3 +25,6 @@ def test_gpu_suite_dry_run(tmp_path):
     # section 3: both rows with a residual and finite losses
     t1 = md.split('## 3.')[1].split('## 4.')[0]
     assert len([l for l in t1.splitlines() if re.match(r'\| [12] \|', l)]) == 2
+    # section 4: both solves, finite, and their agreement printed
+    t4 = md.split('## 4.')[1].split('## 5.')[0]
+    assert len([l for l in t4.splitlines() if re.match(r'\| (block|lanczos) \| \d', l)]) == 2 and '‖X_block − X_lanczos‖' in t4

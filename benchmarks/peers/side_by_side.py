@@ -17,8 +17,10 @@ the score times that orientation, so a convention flip is not counted as an erro
 peer, from its configuration closest to setsens, and applied to all its rows). The best damping is picked from the grid
 by the LOO correlation itself (an oracle choice: an upper bound on what tuning buys). Top-10: overlap of the 10 LOO
 points with the largest actual increase of the test loss and the 10 largest predicted. LDS (MLP set-ups only):
-dattri's linear datamodeling score over the re-trained random halves (`lds_score`). Peers that form the dense p × p
-Hessian (dattri's explicit inverse, captum's naive IF) are not run when it exceeds --max-dense-gb.
+dattri's linear datamodeling score over the re-trained random halves (`lds_score`). A set-up written with `--loo 0`
+(halves only) has no LOO columns: the orientation then comes from the mean score over all training rows against
+setsens', and the best damping is picked by the LDS. Peers that form the dense p × p Hessian (dattri's explicit inverse,
+captum's naive IF) are not run when it exceeds --max-dense-gb.
 --json writes the same rows (and the set-up) as JSON, for the chapter's per-peer figures (`nbs/16_attribution.ipynb`).
 """
 import argparse, json, math, os, signal, tempfile, time, warnings
@@ -178,6 +180,9 @@ def main():
     pos = idx.numpy() if lds else np.arange(len(idx))                       # the LOO points among the scored rows
     ours_full = d['ours_full'].numpy() if lds else None
     ours = d['ours'][idx].numpy()
+    has_loo = len(idx) > 0                            # False: a halves-only set-up (attribution_mlp.py --loo 0)
+    nan = lambda f: (lambda *x: f(*x) if has_loo else math.nan)
+    pearson_, spearman_, topk_ = nan(pearson), nan(spearman), nan(topk)
     masks, lds_actual = (d['lds_masks'].numpy(), d['lds_actual'].numpy()) if lds else (None, None)
     lam = float(d['lam'])
     dense = lambda run: run if dense_bytes(d) <= a.max_dense_gb*2**30 else (lambda g: (_ for _ in ()).throw(MemoryError(
@@ -203,11 +208,12 @@ def main():
         print("|---|---|---|---|---|---|---|---|---|")
     num = lambda x: None if x is None or not math.isfinite(x) else round(float(x), 6)
     f4 = lambda x: '–' if not math.isfinite(x) else f'{x:.4f}'
+    f1 = lambda x: '–' if not math.isfinite(x) else f'{x:.1f}'
     own_lds = lds_score(ours_full, masks, lds_actual) if lds else math.nan
-    if not a.no_header: print(f"| setsens influence_scores (H⁺, exact solve) | none (H includes λ) | {pearson(ours, actual):.4f} | "
-          f"{spearman(ours, actual):.4f} | {topk(ours, actual):.1f} | {f4(own_lds)} | + | {float(d['ours_seconds']):.1f} | |", flush=True)
-    rows = [dict(method='setsens influence_scores (H⁺, exact solve)', config='none (H includes λ)', pearson=num(pearson(ours, actual)),
-                 spearman=num(spearman(ours, actual)), top10=num(topk(ours, actual)), lds=num(own_lds), seconds=num(float(d['ours_seconds'])), note='')]
+    if not a.no_header: print(f"| setsens influence_scores (H⁺, exact solve) | none (H includes λ) | {f4(pearson_(ours, actual))} | "
+          f"{f4(spearman_(ours, actual))} | {f1(topk_(ours, actual))} | {f4(own_lds)} | + | {float(d['ours_seconds']):.1f} | |", flush=True)
+    rows = [dict(method='setsens influence_scores (H⁺, exact solve)', config='none (H includes λ)', pearson=num(pearson_(ours, actual)),
+                 spearman=num(spearman_(ours, actual)), top10=num(topk_(ours, actual)), lds=num(own_lds), seconds=num(float(d['ours_seconds'])), note='')]
     def record(name, r, lab):
         rows.append(dict(method=name, config=lab, pearson=num(r[1]), spearman=num(r[2]), top10=num(r[3]), lds=num(r[7]), seconds=num(r[5]), note=r[6]))
         if a.json:
@@ -240,20 +246,22 @@ def main():
                 signal.alarm(0)
         # the peer's sign convention, once per peer: from its run that agrees best (in |Pearson|) with setsens
         loo = lambda S: S.mean(0)[pos]                                     # the mean test loss, at the LOO points
+        ref, at = (ours, loo) if has_loo else (ours_full.mean(0), lambda S: S.mean(0))   # halves only: every training row
         ran = [r for r in results if r[1] is not None]
-        o = 0. if not ran else (1. if pearson(loo(max(ran, key=lambda r: abs(pearson(loo(r[1]), ours)))[1]), ours) >= 0 else -1.)
+        o = 0. if not ran else (1. if pearson(at(max(ran, key=lambda r: abs(pearson(at(r[1]), ref)))[1]), ref) >= 0 else -1.)
         results = [(g, math.nan, math.nan, math.nan, 0, sec, note, math.nan) if S is None else
-                   (g, pearson(o*loo(S), actual), spearman(o*loo(S), actual), topk(o*loo(S), actual), o, sec, note,
+                   (g, pearson_(o*loo(S), actual), spearman_(o*loo(S), actual), topk_(o*loo(S), actual), o, sec, note,
                     lds_score(o*S, masks, lds_actual) if lds else math.nan)
                    for g, S, sec, note in results]
         def show(r, lab):
-            print(f"| {name} | {lab} | {r[1]:.4f} | {r[2]:.4f} | {r[3]:.1f} | {f4(r[7])} | {'+' if r[4] > 0 else ('−' if r[4] < 0 else '–')} | "
+            print(f"| {name} | {lab} | {f4(r[1])} | {f4(r[2])} | {f1(r[3])} | {f4(r[7])} | {'+' if r[4] > 0 else ('−' if r[4] < 0 else '–')} | "
                   f"{r[5]:.1f} | {r[6]} |", flush=True)
             record(name, r, lab)
         show(results[0], f'default {default}')
-        ok = [r for r in results[1:] if math.isfinite(r[1])]
+        by = 1 if has_loo else 7                                           # pick the best damping by LOO Pearson, else by LDS
+        ok = [r for r in results[1:] if math.isfinite(r[by])]
         if ok:
-            best = max(ok, key=lambda r: r[1])
+            best = max(ok, key=lambda r: r[by])
             show(best, f'best of grid {GRID}: {best[0]:g}')
         else:
             notes = sorted({r[6] for r in results[1:]})

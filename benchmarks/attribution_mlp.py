@@ -55,6 +55,14 @@ def mlp(arch=(784, 128, 64, 10)):
     return nn.Sequential(*layers).double()
 
 
+def mnist(n, ntest, device='cpu'):
+    "The first n MNIST training and ntest test images, flattened and normalised as dattri does (float64), and their labels."
+    norm = lambda x: ((torch.tensor(x, dtype=f64)/255 - 0.1307)/0.3081).flatten(1).to(device)
+    (xs, ys), (xt, yt) = load_mnist('train'), load_mnist('test')
+    lab = lambda y: torch.tensor(y).long().to(device)
+    return norm(xs[:n]), lab(ys[:n]), norm(xt[:ntest]), lab(yt[:ntest])
+
+
 def objective(risk, mu):
     return float(risk.value()) + 0.5*mu*float(risk.w.pow(2).sum())
 
@@ -128,10 +136,7 @@ def main():
     ap.add_argument('--save', default='', help='write the set-up and ground truth here, for benchmarks/peers/side_by_side.py')
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    norm = lambda x: ((torch.tensor(x, dtype=f64)/255 - 0.1307)/0.3081).flatten(1)
-    xs, ys = load_mnist('train')
-    xt, yt = load_mnist('test')
-    X, Y, Xt, Yt = norm(xs[:a.n]), torch.tensor(ys[:a.n]).long(), norm(xt[:a.ntest]), torch.tensor(yt[:a.ntest]).long()
+    X, Y, Xt, Yt = mnist(a.n, a.ntest)
     net, mu = mlp(), a.mu
     t0 = time.perf_counter()
     r, gn, hv, why = refit(net, X, Y, Risk(net, F.cross_entropy, X, Y).w, mu, a.gtol, lbfgs_first=True)

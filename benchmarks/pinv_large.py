@@ -14,31 +14,29 @@ current one (medians over `--repeats`): the two rows per method are the change, 
     python benchmarks/pinv_large.py --layout [--threads 1]     # the reorthogonalisation's products, row against column form
 """
 from __future__ import annotations
-import argparse, statistics, time, warnings
+import argparse, importlib.util, statistics, time, warnings
 from pathlib import Path
 import torch
 import torch.nn.functional as F
-from torch import nn
 from setsens.risk import Risk
-from setsens.kernels import load_mnist
 import setsens.pinv as pinv_now
+
+
+_spec = importlib.util.spec_from_file_location('attribution_mlp_bench', Path(__file__).resolve().parent/'attribution_mlp.py')
+_mlp_bench = importlib.util.module_from_spec(_spec); _spec.loader.exec_module(_mlp_bench)
 
 
 def load_pinv_rev(rev):
     "setsens.pinv as of git revision `rev` (benchmarks/krylov.py's loader)."
-    import importlib.util
     spec = importlib.util.spec_from_file_location('krylov_bench', Path(__file__).resolve().parent/'krylov.py')
     kb = importlib.util.module_from_spec(spec); spec.loader.exec_module(kb)
     return kb.load_module_rev(rev, 'pinv')
 
 
-def problem(n, k, mu, lbfgs_iters, seed=0, device='cpu'):
+def problem(n, k, mu, lbfgs_iters, device='cpu'):
     "(risk at the L-BFGS end point, B (p, k) test-loss gradients, ‖∇R + μw‖), on `device`."
-    torch.manual_seed(seed)
-    net = nn.Sequential(nn.Linear(784, 128), nn.Tanh(), nn.Linear(128, 64), nn.Tanh(), nn.Linear(64, 10)).double().to(device)
-    norm = lambda x: ((torch.tensor(x, dtype=torch.float64)/255 - 0.1307)/0.3081).flatten(1).to(device)
-    xs, ys = load_mnist('train'); xt, yt = load_mnist('test')
-    X, Y, Xt, Yt = norm(xs[:n]), torch.tensor(ys[:n]).long().to(device), norm(xt[:k]), torch.tensor(yt[:k]).long().to(device)
+    net = _mlp_bench.mlp().to(device)                        # attribution_mlp.py's model and data (torch seed 0)
+    X, Y, Xt, Yt = _mlp_bench.mnist(n, k, device)
     risk = Risk(net, F.cross_entropy, X, Y)
     w = risk.w.clone().requires_grad_()
     fn = lambda W, X_, Y_: F.cross_entropy(torch.func.functional_call(net, risk.unflatten(W), (X_,)), Y_)

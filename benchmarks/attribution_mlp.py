@@ -3,6 +3,7 @@ deterministic warm-start re-training, setsens' scores against it, and a --save f
 (`benchmarks/peers/side_by_side.py`, which then scores the same model on the same ground truth).
 
     .venv/bin/python benchmarks/attribution_mlp.py [--n 1000] [--ntest 100] [--loo 50] [--lds 50] [--time-budget s] [--save /tmp/mlp.pt]
+                                                   [--loo 0 --loo-from earlier.pt]
 
 Model: dattri's `MLPMnist` (784-128-64-10, 109,386 parameters) without dropout and with tanh in place of ReLU: the
 influence function and Newton re-training need a twice-differentiable loss, and a ReLU network's minimiser can sit
@@ -17,9 +18,19 @@ Training: full-batch L-BFGS (strong Wolfe) from dattri-style initialisation (tor
 (or 40 rounds of 200 iterations), then Newton's method with `setsens.krylov.minres` steps on H + μI (inexact: rtol = min(1e-2, ‖∇‖)), Armijo
 backtracking, to ‖∇‖ ≤ gtol. Every re-training starts at w̄ and runs the same Newton iteration on the smaller data
 (the random halves first run L-BFGS to 1e-6, since half the data moves w̄ far). Where a Newton direction is not a
-descent direction (negative curvature: not yet near a minimiser), L-BFGS runs from there and Newton again (up to `--cycles`, default 8,
-times); a run that still ends above gtol is reported and left out of the metrics. The re-trained minimiser is
-the local minimiser near w̄: the ground truth has no seed noise.
+descent direction (H + μI indefinite: not yet near a minimiser), L-BFGS runs to 1e-6 from there and Newton again (up
+to `--cycles`, default 8, times; `--refit-cap` seconds). Where that happens below ‖∇‖ = 1e-6, L-BFGS has nothing left
+to do: the run sits near a saddle (on the third random half λ_min(H + μI) = −3.4e-4, twice, at ‖∇‖ = 8e-8), and it
+first steps along the eigenvector of the most negative eigenvalue (ARPACK on the HVP, seeded; the step of lowest
+objective among 2⁻¹²…2⁴). A run that still ends above gtol is reported and left out of the metrics. (The LOO ground
+truth of the recorded run was computed before the saddle step existed; all 50 of its re-trainings converged, 11 after
+an L-BFGS restart.) The re-trained minimiser is a local minimiser near w̄
+(‖w_S − w̄‖ ≈ 3 for a half): the ground truth has no seed noise.
+
+`--loo 0 --loo-from FILE` re-trains only the halves and takes the LOO ground truth from an earlier `--save` file of
+the same problem (the data, μ and w̄ are checked bit for bit). `--resume FILE` (repeatable) takes w̄, the scores and
+the converged halves such files hold and re-trains the others; with `--lds-from K` two processes can share the halves
+(one thread each), and a last `--resume A --resume B --time-budget 0` run merges them.
 
 Metrics: for LOO, the predicted change of the mean test loss (the scores averaged over test points) against the
 re-trained change, Pearson and Spearman over the removed points; and per test point, Spearman over the removed
@@ -36,6 +47,7 @@ from setsens.risk import Risk
 from setsens.kernels import load_mnist
 from setsens.krylov import minres
 from setsens.attribution import influence_scores
+from scipy.sparse.linalg import LinearOperator, eigsh
 
 f64 = torch.float64
 
@@ -83,14 +95,16 @@ def lbfgs_fit(net, X, Y, w0, mu, gtol, rounds=40):
     return risk.at(w=w.detach())
 
 
-def newton_fit(risk, mu, gtol, steps=25):
+def newton_fit(risk, mu, gtol, steps=25, deadline=math.inf):
     """Newton's method on mean loss + (μ/2)‖w‖²: MINRES on H + μI to rtol min(1e-2, ‖∇‖), Armijo backtracking.
-    Returns (risk at the end, ‖∇‖, HVPs, why it stopped: 'converged', 'not descent' or 'steps')."""
+    Returns (risk at the end, ‖∇‖, HVPs, why it stopped: 'converged', 'not descent', 'steps' or 'time cap', the
+    last when `time.perf_counter()` passed `deadline` before a step)."""
     hvps = 0
     for _ in range(steps):
         g = risk.grad() + mu*risk.w
         gn = float(g.norm())
         if gn <= gtol: return risk, gn, hvps, 'converged'
+        if time.perf_counter() > deadline: return risk, gn, hvps, 'time cap'
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             d, info = minres(lambda v: risk.hvp(v) + mu*v, -g, rtol=min(1e-2, gn), maxiter=5000)
@@ -103,19 +117,54 @@ def newton_fit(risk, mu, gtol, steps=25):
     return risk, float((risk.grad() + mu*risk.w).norm()), hvps, 'steps'
 
 
-def refit(net, X, Y, w0, mu, gtol, lbfgs_first=False, cycles=4):
-    """Re-train from w0 on (X, Y): Newton from w0 (after L-BFGS to 1e-6 when `lbfgs_first`); where a Newton direction
-    does not descend (negative curvature: not yet near a minimiser), L-BFGS to 1e-6 from where it stopped and Newton
-    again, up to `cycles` times. Returns (risk, ‖∇‖, HVPs, 'converged' / 'converged after k L-BFGS restarts' / why not)."""
+def lowest_eig(risk, mu, tol=1e-2):
+    """The smallest eigenpair (λ, v) of H + μI, by ARPACK (`scipy.sparse.linalg.eigsh`, which='SA', 40 Lanczos
+    vectors) on the risk's HVP, from a seeded start (deterministic); returns (λ, v, HVPs)."""
+    n = [0]
+    def mv(v):
+        n[0] += 1
+        v = torch.from_numpy(np.ascontiguousarray(v).reshape(-1)).to(risk.w)
+        return (risk.hvp(v) + mu*v).cpu().numpy()
+    v0 = np.random.default_rng(0).standard_normal(risk.p)
+    lam, V = eigsh(LinearOperator((risk.p, risk.p), matvec=mv, dtype=np.float64), k=1, which='SA', tol=tol, ncv=min(40, risk.p), v0=v0)
+    return float(lam[0]), torch.from_numpy(V[:, 0]).to(risk.w), n[0]
+
+
+def escape(risk, mu):
+    """A step off a saddle: along the eigenvector v of the most negative eigenvalue λ of H + μI (signed so that it does
+    not go uphill), the step t ∈ {2⁻¹², …, 2⁴} of lowest objective (the quadratic model gains ½λt², the higher-order
+    terms decide how far). Returns (risk after the step, HVPs, λ); the risk is unchanged when λ ≥ 0 or no step gains."""
+    lam, v, h = lowest_eig(risk, mu)
+    if lam >= 0: return risk, h, lam
+    if float((risk.grad() + mu*risk.w) @ v) > 0: v = -v
+    f0, best = objective(risk, mu), None
+    for t in (2.**j for j in range(-12, 5)):
+        f = objective(risk.at(w=risk.w + t*v), mu)
+        if f < f0 and (best is None or f < best[0]): best = (f, t)
+    return (risk if best is None else risk.at(w=risk.w + best[1]*v)), h, lam
+
+
+def refit(net, X, Y, w0, mu, gtol, lbfgs_first=False, cycles=4, deadline=math.inf):
+    """Re-train from w0 on (X, Y): Newton from w0 (after L-BFGS to 1e-6 when `lbfgs_first`). Where a Newton direction
+    does not descend (H + μI indefinite: not yet near a minimiser), the next cycle starts with L-BFGS to 1e-6; where
+    ‖∇‖ ≤ 1e-6 already (L-BFGS has nothing left to do: near a saddle), with a negative-curvature step (`escape`;
+    none when λ_min ≥ 0) first. Up to `cycles` cycles, and none started after `deadline` (`time.perf_counter()`). Returns (risk,
+    ‖∇‖, HVPs, 'converged' / 'converged after k restart(s) (j off a saddle)' / why not)."""
     r = Risk(net, F.cross_entropy, X, Y).at(w=w0)
     if lbfgs_first: r = lbfgs_fit(net, X, Y, w0, mu, 1e-6)
-    hv = 0
+    hv, saddles = 0, 0
     for k in range(cycles):
-        r, g, h, why = newton_fit(r, mu, gtol)
+        r, g, h, why = newton_fit(r, mu, gtol, deadline=deadline)
         hv += h
         if why != 'not descent': break
+        if time.perf_counter() > deadline: why = 'time cap'; break
+        if g <= 1e-6:                                  # L-BFGS to 1e-6 has nothing left to do here: off the saddle first
+            r, h, lam = escape(r, mu)
+            hv += h
+            if lam < 0: saddles += 1
+            else: why = f'not descent, though H + μI ⪰ {lam:.1e}'
         r = lbfgs_fit(net, X, Y, r.w, mu, 1e-6)
-    if why == 'converged' and k: why = f'converged after {k} L-BFGS restart(s)'
+    if why == 'converged' and k: why = f'converged after {k} restart(s)' + (f' ({saddles} off a saddle)' if saddles else '')
     return r, g, hv, why
 
 
@@ -133,61 +182,93 @@ def main():
     ap.add_argument('--method', default='block', help="influence_scores' solve: block, lanczos or auto")
     ap.add_argument('--mem-gb', type=float, default=8., help="influence_scores' mem_budget, GiB")
     ap.add_argument('--time-budget', type=float, default=math.inf, help='seconds for all re-trainings: none is started after it (the counts are printed)')
+    ap.add_argument('--loo-from', default='', help='with --loo 0: take the LOO ground truth (removed rows, re-trained mean test-loss changes) from this earlier --save file, after checking that its data and w̄ are identical')
+    ap.add_argument('--resume', action='append', default=[], help="an earlier --save file of the same problem (data and μ checked bit for bit; repeatable): w̄ and the scores are taken from the first, and the converged halves of each, not re-trained")
+    ap.add_argument('--lds-from', type=int, default=1, help='re-train the halves from this one on (1-based; earlier ones only from --resume files): to split the halves between processes')
+    ap.add_argument('--refit-cap', type=float, default=math.inf, help='seconds one re-training may start Newton steps and cycles in; past it, it is reported and left out')
     ap.add_argument('--save', default='', help='write the set-up and ground truth here, for benchmarks/peers/side_by_side.py')
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     X, Y, Xt, Yt = mnist(a.n, a.ntest)
     net, mu = mlp(), a.mu
     t0 = time.perf_counter()
-    r, gn, hv, why = refit(net, X, Y, Risk(net, F.cross_entropy, X, Y).w, mu, a.gtol, lbfgs_first=True)
+    resumed = [torch.load(f, weights_only=True) for f in a.resume]
+    for f, d0 in zip(a.resume, resumed):
+        if not all(torch.equal(d0[k], v) for k, v in dict(X=X, Y=Y, Xt=Xt, Yt=Yt).items()) or d0['lam'] != mu \
+           or not torch.equal(d0['w'], resumed[0]['w']):
+            raise SystemExit(f"--resume {f}: its data, μ or w̄ differ from this run's")
+    if resumed:                  # w̄ and the scores as the first file holds them
+        r, hv, why = Risk(net, F.cross_entropy, X, Y).at(w=resumed[0]['w']), 0, 'converged'
+        gn = float((r.grad() + mu*r.w).norm())
+    else: r, gn, hv, why = refit(net, X, Y, Risk(net, F.cross_entropy, X, Y).w, mu, a.gtol, lbfgs_first=True)
     t_train = time.perf_counter() - t0
     if not why.startswith('converged'): raise SystemExit(f"training w̄ did not converge: {why}, ‖∇‖ = {gn:.1e}")
     fc = lambda w, X_: torch.func.functional_call(net, r.unflatten(w), (X_,))
     acc = lambda X_, Y_: float((fc(r.w, X_).argmax(1) == Y_).double().mean())
     print(f"w̄: ‖∇R + μw̄‖ = {gn:.1e} after {t_train:.0f} s (Newton: {hv} HVPs); accuracy: training {acc(X, Y):.3f}, "
           f"test {acc(Xt, Yt):.3f}", flush=True)
+    prior = None
+    if a.loo_from:               # the LOO rows of an earlier run on the very same problem
+        if a.loo: raise SystemExit("--loo-from: give --loo 0 (the LOO rows come from the file)")
+        prior = torch.load(a.loo_from, weights_only=True)
+        same = all(torch.equal(prior[k], v) for k, v in dict(X=X, Y=Y, Xt=Xt, Yt=Yt, w=r.w).items()) and prior['lam'] == mu
+        if not same: raise SystemExit(f"--loo-from {a.loo_from}: its data, μ or w̄ differ from this run's")
+        print(f"LOO ground truth: {len(prior['idx'])} removals from {a.loo_from} (same data and w̄, bit for bit)", flush=True)
     t0 = time.perf_counter()
-    try:                         # one block Krylov space for all queries: one pass over the basis per step for all columns
-        S, info = influence_scores(r, (Xt, Yt), weight_decay=mu, method=a.method, mem_budget=a.mem_gb*2**30)
-    except MemoryError as e:
-        print(f"  {e}: one Krylov space per query instead", flush=True)
-        S, info = influence_scores(r, (Xt, Yt), weight_decay=mu, method='lanczos', mem_budget=a.mem_gb*2**30)
-    t_s = time.perf_counter() - t0
-    print(f"scores ({a.ntest}×{a.n}): {t_s:.1f} s, {info.solve.hvps} HVP columns, {info.solve.status}", flush=True)
+    if resumed:
+        S, t_s, solved = resumed[0]['ours_full'], resumed[0]['ours_seconds'], f"from {a.resume[0]}"
+    else:
+        try:                     # one block Krylov space for all queries: one pass over the basis per step for all columns
+            S, info = influence_scores(r, (Xt, Yt), weight_decay=mu, method=a.method, mem_budget=a.mem_gb*2**30)
+        except MemoryError as e:
+            print(f"  {e}: one Krylov space per query instead", flush=True)
+            S, info = influence_scores(r, (Xt, Yt), weight_decay=mu, method='lanczos', mem_budget=a.mem_gb*2**30)
+        t_s, solved = time.perf_counter() - t0, f"{info.solve.method}, {info.solve.hvps} HVP columns, {info.solve.status}"
+    print(f"scores ({a.ntest}×{a.n}): {t_s:.1f} s ({solved})", flush=True)
     tl = lambda w: F.cross_entropy(fc(w, Xt), Yt, reduction='none').detach()    # per-test-point losses
     q0 = tl(r.w)
     gen = torch.Generator().manual_seed(a.seed)
     idx = torch.randperm(a.n, generator=gen)[:a.loo]
     halves = [torch.randperm(a.n, generator=gen)[:a.n//2] for _ in range(a.lds)]
-    done, loo, masks, lds_act, bad, gns, hvs = [], [], [], [], [], [], []
+    done, loo, masks, lds_act, bad, gns, hvs, lo = [], [], [], [], [], [], [], []
     def save():                  # after every re-training: a run stopped early still leaves its ground truth so far
         if not a.save: return
         ok = [k for k, i in enumerate(done) if i not in {b[0] for b in bad}]
-        torch.save({'X': X, 'Y': Y, 'Xt': Xt, 'Yt': Yt, 'w': r.w, 'lam': mu, 'idx': torch.tensor(done, dtype=torch.long)[ok],
-                    'actual': torch.stack(loo, 1)[:, ok].mean(0) if loo else torch.zeros(0, dtype=f64),
+        idx_, act_ = (torch.tensor(done, dtype=torch.long)[ok], torch.stack(loo, 1)[:, ok].mean(0) if loo else torch.zeros(0, dtype=f64))
+        if prior is not None: idx_, act_ = prior['idx'], prior['actual']
+        torch.save({'X': X, 'Y': Y, 'Xt': Xt, 'Yt': Yt, 'w': r.w, 'lam': mu, 'idx': idx_, 'actual': act_,
                     'ours': S.mean(0), 'ours_full': S, 'ours_seconds': t_s,
                     'lds_masks': torch.stack(masks) if masks else torch.zeros(0, a.n, dtype=torch.bool),
                     'lds_actual': torch.stack(lds_act, 1) if lds_act else torch.zeros(a.ntest, 0, dtype=f64),
+                    'lds_left_out': [dict(mask=m, actual=v, grad_norm=g) for m, v, g in lo],
                     'arch': [784, 128, 64, 10], 'act': 'tanh', 'title': 'the MNIST MLP 784-128-64-10 (tanh)'}, a.save)
     t0 = time.perf_counter()
     out_of_time = lambda: time.perf_counter() - t0 > a.time_budget
     for k, i in enumerate(idx.tolist()):
         if out_of_time(): break
         keep = torch.arange(a.n) != i
-        ri, g, hv, why = refit(net, X[keep], Y[keep], r.w, mu, a.gtol, cycles=a.cycles)
+        ri, g, hv, why = refit(net, X[keep], Y[keep], r.w, mu, a.gtol, cycles=a.cycles, deadline=time.perf_counter() + a.refit_cap)
         gns.append(g); hvs.append(hv)
         if not why.startswith('converged'): bad.append((i, why, g))
         done.append(i); loo.append(tl(ri.w) - q0); save()
         print(f"  LOO {k + 1}/{len(idx)}: row {i}, ‖∇‖ {g:.1e}, {hv} HVPs, {why}, {time.perf_counter() - t0:.0f} s", flush=True)
     t_loo = time.perf_counter() - t0
+    old = {tuple(m.nonzero().flatten().tolist()): (d0['lds_actual'][:, j], f)
+           for f, d0 in zip(a.resume, resumed) for j, m in enumerate(d0['lds_masks'])}
     for k, h in enumerate(halves):
-        if out_of_time(): break
         keep = torch.zeros(a.n, dtype=torch.bool); keep[h] = True
-        rS, g, hv, why = refit(net, X[keep], Y[keep], r.w, mu, a.gtol, lbfgs_first=True, cycles=a.cycles)
+        if (key := tuple(keep.nonzero().flatten().tolist())) in old:
+            masks.append(keep); lds_act.append(old[key][0]); save()
+            print(f"  LDS {k + 1}/{a.lds}: converged in {old[key][1]} (taken)", flush=True)
+            continue
+        if k + 1 < a.lds_from or out_of_time(): continue
+        rS, g, hv, why = refit(net, X[keep], Y[keep], r.w, mu, a.gtol, lbfgs_first=True, cycles=a.cycles,
+                               deadline=time.perf_counter() + a.refit_cap)
         gns.append(g)
         print(f"  LDS {k + 1}/{a.lds}: ‖∇‖ {g:.1e}, {hv} HVPs, {why}, ‖w_S − w̄‖ {float((rS.w - r.w).norm()):.2f}, "
               f"{time.perf_counter() - t0:.0f} s", flush=True)
-        if not why.startswith('converged'): bad.append(('half', why, g)); continue
+        if not why.startswith('converged'):     # left out of the LDS, but kept in the file (a check of what leaving out does)
+            bad.append(('half', why, g)); lo.append((keep, tl(rS.w) - q0, g)); save(); continue
         masks.append(keep); lds_act.append(tl(rS.w) - q0); save()
     t_lds = time.perf_counter() - t0 - t_loo
     if not done and not masks: raise SystemExit(f"no re-training finished within --time-budget {a.time_budget:g} s")
@@ -203,12 +284,15 @@ def main():
     print(f"\n### MNIST MLP 784-128-64-10 (tanh, p = {r.p:,}), n = {a.n}, {a.ntest} test images, weight decay μ = {mu:g}: "
           f"LOO and LDS by warm-start Newton re-training\n")
     print(f"w̄ to ‖∇‖ = {gn:.1e} ({t_train:.0f} s); scores for {a.ntest}×{a.n} pairs: {t_s:.1f} s "
-          f"({info.solve.method}, {info.solve.hvps} HVP columns, {info.solve.status}); {len(done)} of {a.loo} LOO in {t_loo:.0f} s "
+          f"({solved}); {len(done)} of {a.loo} LOO in {t_loo:.0f} s "
           f"(median {int(np.median(hvs)) if hvs else 0} HVPs each), {len(masks)} of {a.lds} half-subsets in {t_lds:.0f} s "
           f"(time budget {a.time_budget:g} s); max final ‖∇‖ of the kept re-trainings "
-          f"{max(g for g in gns if g <= a.gtol):.1e}; left out: {bad if bad else 'none'}\n")
+          f"{max([g for g in gns if g <= a.gtol], default=math.nan):.1e}; left out: {bad if bad else 'none'}\n")
     print("| metric | setsens (H + μI, exact solve) |")
     print("|---|---|")
+    if prior is not None:
+        pm, am = S[:, prior['idx']].mean(0), prior['actual']
+        print(f"| LOO, mean test loss: Pearson / Spearman over {len(am)} removals (from --loo-from) | {pearson(pm, am):.4f} / {spearman(pm, am):.4f} |")
     if done:
         print(f"| LOO, mean test loss: Pearson / Spearman over {int(ok.sum())} removals | {pearson(pm, am):.4f} / {spearman(pm, am):.4f} |")
         print(f"| LOO, per test point: Spearman over the removals, mean over {a.ntest} test points | {per_pt:.4f} |")

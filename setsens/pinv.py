@@ -47,7 +47,7 @@ def _ritz(al, bt, m):
 def _coef(al, bt, m, nb, filt):
     "Coefficients y (m,) of the filtered solution Q_m y = ‖b‖ Q_m S f(Θ) Sᵀ e₁, the Ritz values."
     th, S = _ritz(al, bt, m)
-    return nb*(S @ (filt(th)*S[0])), th
+    return float(nb)*(S @ (filt(th)*S[0])), th
 
 
 # %% ../nbs/15_pinv.ipynb #801bca45
@@ -55,10 +55,18 @@ class _BasisFull(Exception):
     "A Lanczos basis would outgrow `mem_budget`; `hvps` product columns were spent before it stopped."
     def __init__(self, hvps): super().__init__(hvps); self.hvps = hvps
 
+def _finite(anorm):
+    "The products seen so far were finite (NaN/Inf propagate into the norm estimate ‖T‖)."
+    if not bool(torch.isfinite(anorm)): raise ValueError("risk: a Hessian-vector product returned NaN or Inf")
+
+def _room(budget, each):
+    "How many items of `each` bytes fit in `budget` bytes (math.inf: any number)."
+    return math.inf if math.isinf(budget) else int(budget // each)
+
 def _grown(Qb, want, p, mem_budget, spent):
     "The basis Qb (k, m, p) with room for `want` steps: doubled, at most p + 1 and what `mem_budget` bytes hold; else _BasisFull."
     k = Qb.shape[0]
-    cap = min(max(want, 2*Qb.shape[1]), p + 1, int(mem_budget // (k*p*Qb.element_size())))
+    cap = min(max(want, 2*Qb.shape[1]), p + 1, _room(mem_budget, k*p*Qb.element_size()))
     if cap < want: raise _BasisFull(spent)
     return torch.cat([Qb, Qb.new_zeros((k, cap - Qb.shape[1], p))], 1) if cap > Qb.shape[1] else Qb
 
@@ -81,19 +89,18 @@ def _filtered_lanczos(op, B, filters, cut_of, rtol, maxiter, check_every=10, mem
     """Lanczos with full reorthogonalisation on the Krylov space of each column of B (all columns in lockstep, one
     batched product per step): the three-term recurrence, then one Gram–Schmidt pass against the whole basis, and a
     second pass only for a column whose norm the first cut below 1/√2 (Daniel–Gragg–Kaufman–Stewart). `filters` are
-    f(θ, cut); `cut_of(ρ)` gives the cut-off for the measured rounding level ρ.
-    Returns ([Q S f(Θ) Sᵀ Qᵀ B for f in filters], converged, invariant, steps, Ritz values per live column,
-    ρ per column)."""
+    f(θ, cut); `cut_of(ρ)` gives the cut-off for the measured rounding level ρ. Two host reads per step (stopping;
+    second pass?); ρ, ‖T‖ and finiteness wait for the checks. Returns ([Q S f(Θ) Sᵀ Qᵀ B for f in filters],
+    converged, invariant, steps, Ritz values per live column, ρ per column)."""
     p, k = B.shape
     nb = torch.linalg.vector_norm(B, dim=0)
     live = nb > 0
     Qb = _grown(B.new_zeros((k, 0, p)), 1, p, mem_budget, 0)                     # the basis (column, step, p), grown by doubling
     Qb[:, 0] = (B/torch.where(live, nb, torch.ones_like(nb))).T
     al, bt, prev = [], [], [None]*k
-    steps = torch.zeros(k, dtype=torch.long)
-    inv, conv, run = ~live, ~live, live.clone()
-    eps, anorm = torch.finfo(B.dtype).eps, 0.
-    rho = torch.zeros(k, dtype=torch.float64)                                   # rounding level seen per column
+    steps, inv, conv, run = torch.zeros(k, dtype=torch.long, device=B.device), ~live, ~live, live.clone()
+    eps, anorm = torch.finfo(B.dtype).eps, B.new_zeros(())                      # ‖T‖ estimate: NaN/Inf products propagate into it
+    rho = B.new_zeros(k)                                                        # rounding level seen per column
     for j in range(min(int(maxiter), p)):
         if not bool(run.any()): break
         W = op(Qb[:, j].T).T                                                    # (k, p)
@@ -103,18 +110,20 @@ def _filtered_lanczos(op, B, filters, cut_of, rtol, maxiter, check_every=10, mem
         Qm, n0 = Qb[:, :j + 1], torch.linalg.vector_norm(W, dim=1)              # (k, j+1, p)
         c = torch.bmm(W[:, None], Qm.mT)[:, 0]                                  # … then full reorthogonalisation: (k, j+1)
         if j > 0:                                                               # exact arithmetic: c = 0; its first j entries are rounding
-            rho = torch.maximum(rho, torch.where(run, torch.linalg.vector_norm(c[:, :j], dim=1), 0).double().cpu())
+            rho = torch.maximum(rho, torch.where(run, torch.linalg.vector_norm(c[:, :j], dim=1), 0))
         W = W - torch.bmm(c[:, None], Qm)[:, 0]                                 # (row-vector forms: 3-6× faster than Qm @ w, Qmᵀ c here)
         b = torch.linalg.vector_norm(W, dim=1)
-        for c_ in (run & (b < n0/math.sqrt(2))).nonzero().flatten().tolist():   # cancellation: a second pass (this column's basis only)
-            W[c_] -= (Qm[c_] @ W[c_]) @ Qm[c_]
-            b[c_] = torch.linalg.vector_norm(W[c_])
-        if not bool(torch.isfinite(a).all() & torch.isfinite(b).all()): raise ValueError("risk: a Hessian-vector product returned NaN or Inf")
+        again = run & (b < n0/math.sqrt(2))                                     # cancellation: a second pass (this column's basis only)
+        if bool(again.any()):
+            for c_ in again.nonzero().flatten().tolist():
+                W[c_] -= (Qm[c_] @ W[c_]) @ Qm[c_]
+                b[c_] = torch.linalg.vector_norm(W[c_])
         al.append(torch.where(run, a, 0))
-        anorm = max(anorm, float(a.abs().max()), float(b.max()))
+        anorm = torch.maximum(anorm, torch.maximum(a.abs().max(), b.max()))
         done = run & (b <= 10*math.sqrt(p)*eps*anorm)                           # an invariant subspace: exact
         inv |= done
         if (j + 1) % check_every == 0 or j + 1 == p:                            # settled coefficients: converged
+            _finite(anorm)
             cut = cut_of(float(rho.max()))
             for c_ in (run & ~done).nonzero().flatten().tolist():
                 y, _ = _coef([t[c_] for t in al], [t[c_] for t in bt], j + 1, nb[c_], lambda th: filters[0](th, cut))
@@ -130,6 +139,8 @@ def _filtered_lanczos(op, B, filters, cut_of, rtol, maxiter, check_every=10, mem
         bt.append(b)
         if j + 2 > Qb.shape[1]: Qb = _grown(Qb, j + 2, p, mem_budget, k*(j + 1))
         Qb[:, j + 1] = W/torch.where(run, b, torch.ones_like(b))[:, None]*run[:, None]
+    _finite(anorm)
+    rho, steps = rho.double().cpu(), steps.cpu()
     outs, thetas = _lanczos_out(Qb, al, bt, steps, nb, live, filters, cut_of(float(rho.max())), B)
     return outs, conv, inv, steps, thetas, rho
 
@@ -153,7 +164,7 @@ class _BlockSpace:
         d, b, p, es = self.d, Vn.shape[0], self.p, Vn.element_size()
         if 2*p*(d + b)*es > self.mem: raise _BasisFull(d)
         if d + b > self.Qs.shape[0]:
-            cap = min(p, max(d + b, 2*self.Qs.shape[0], 4*self.k), int(self.mem//(2*p*es)))
+            cap = min(p, max(d + b, 2*self.Qs.shape[0], 4*self.k), _room(self.mem, 2*p*es))
             self.Qs, self.HQs = (torch.cat([A, A.new_zeros((cap - A.shape[0], p))]) for A in (self.Qs, self.HQs))
         self.Qs[d:d + b], self.HQs[d:d + b] = Vn, Wt
         self.T = torch.cat([torch.cat([self.T, self.T.new_zeros((d, b))], 1), self.T.new_zeros((b, d + b))], 0)

@@ -1,6 +1,6 @@
 """setsens.attribution against float64 oracles: dense `torch.func.hessian` + `torch.linalg.pinv`/`solve`, dense SVD of
 H⁺J_K, `graphical.lipschitz_modulus`, and bad inputs."""
-import warnings
+import math, warnings
 from functools import lru_cache
 import pytest
 import torch
@@ -454,6 +454,9 @@ def test_mem_budget_fewer_columns_at_once_then_a_clear_error():
     with pytest.raises(ValueError, match='block_mem'): pinv_solve(r, B, block_mem=0)
     with pytest.raises(MemoryError, match='mem_budget'):
         influence_scores(r, (Xt, Yt), mem_budget=4*r.p*8, warn=False)
+    for m in ('lanczos', 'block'):                                 # no budget (math.inf, accepted above) is no limit: it
+        xi, _ = pinv_solve(r, B, method=m, rank_rtol=1e-9, mem_budget=math.inf)     # once failed to size the basis (int(inf // b))
+        assert torch.equal(xi, pinv_solve(r, B, method=m, rank_rtol=1e-9)[0])
 
 
 def _quadratic(p=600, r=300, lo=1e-4, seed=3):

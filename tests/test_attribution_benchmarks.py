@@ -76,6 +76,56 @@ def test_newton_fit_names_an_uphill_direction(monkeypatch):
     assert why == 'not descent' and hv == 7 and torch.equal(r2.w, r.w) and gn > 1e-12
 
 
+def test_lowest_eig_and_escape_at_an_exact_saddle():
+    """x ↦ a·tanh(Bx) with all weights 0 is a critical point of the mean squared error (tanh 0 = 0 and a = 0). There H is
+    [[0, C], [Cᵀ, 0]] with each row of C equal to −2·mean(y x), so λ_min(H + μI) = μ − 2‖mean(y x)‖ (three times); the
+    gradient is 0, so Newton alone calls it converged, and the negative-curvature step must lower the objective."""
+    g = torch.Generator().manual_seed(0)
+    X, Y = torch.randn(16, 2, generator=g, dtype=torch.float64), torch.randn(16, 1, generator=g, dtype=torch.float64)
+    net = nn.Sequential(nn.Linear(2, 3, bias=False), nn.Tanh(), nn.Linear(3, 1, bias=False)).double()
+    r, mu = Risk(net, F.mse_loss, X, Y), 1e-2
+    r = r.at(w=torch.zeros_like(r.w))
+    assert float((r.grad() + mu*r.w).norm()) == 0 and mlp_bench.newton_fit(r, mu, 1e-10)[3] == 'converged'
+    lam, v, h = mlp_bench.lowest_eig(r, mu)
+    assert abs(lam - (mu - 2*float((Y*X).mean(0).norm()))) < 1e-8 and h > 0
+    assert abs(float(v @ r.hvp(v)) + mu - lam) < 1e-8                     # v is its eigenvector
+    r2, h2, lam2 = mlp_bench.escape(r, mu)
+    assert lam2 == lam and mlp_bench.objective(r2, mu) < mlp_bench.objective(r, mu) - 1e-3
+
+
+def test_refit_steps_off_a_saddle_only_below_1e_6(monkeypatch):
+    """The control flow of `refit`: 'not descent' with ‖∇‖ ≤ 1e-6 calls `escape` (its products counted) before the next
+    L-BFGS/Newton cycle; above 1e-6 it does not; λ_min ≥ 0 there (the solve failed, no saddle) is reported if no later
+    cycle converges; a passed deadline stops it."""
+    X, Y = _data()
+    net = mlp_bench.mlp()
+    calls = []
+    def fake_newton(r, mu, gtol, deadline=None):
+        calls.append('newton')
+        return (r, 1e-11, 3, 'converged') if calls.count('newton') == ok_at else (r, gs.pop(0), 5, 'not descent')
+    monkeypatch.setattr(mlp_bench, 'newton_fit', fake_newton)
+    monkeypatch.setattr(mlp_bench, 'lbfgs_fit', lambda net, X, Y, w, mu, gtol: (calls.append('lbfgs'), Risk(net, F.cross_entropy, X, Y).at(w=w))[1])
+    monkeypatch.setattr(mlp_bench, 'escape', lambda r, mu: (calls.append('escape'), (r, 11, lam))[1])
+    w0 = Risk(net, F.cross_entropy, X, Y).w
+    ok_at, gs, lam = 3, [1e-3, 1e-8], -1.
+    *_, hv, why = mlp_bench.refit(net, X, Y, w0, 1e-2, 1e-10)
+    assert calls == ['newton', 'lbfgs', 'newton', 'escape', 'lbfgs', 'newton'] and hv == 5 + 5 + 11 + 3
+    assert why == 'converged after 2 restart(s) (1 off a saddle)'
+    calls.clear(); ok_at, gs, lam = 99, [1e-8, 1e-8], 0.5
+    *_, why = mlp_bench.refit(net, X, Y, w0, 1e-2, 1e-10, cycles=2)
+    assert calls == ['newton', 'escape', 'lbfgs']*2 and why == 'not descent, though H + μI ⪰ 5.0e-01'
+    calls.clear(); gs = [1e-8]
+    *_, why = mlp_bench.refit(net, X, Y, w0, 1e-2, 1e-10, deadline=0.)
+    assert calls == ['newton'] and why == 'time cap'
+
+
+def test_newton_fit_stops_at_its_deadline():
+    X, Y = _data()
+    r = Risk(mlp_bench.mlp(), F.cross_entropy, X, Y)
+    r2, gn, hv, why = mlp_bench.newton_fit(r, 1e-2, 1e-12, deadline=0.)
+    assert why == 'time cap' and hv == 0 and torch.equal(r2.w, r.w) and gn > 1e-12
+
+
 @pytest.mark.parametrize('arch', [(784, 10), (784, 128, 64, 10)])
 def test_peers_model_is_the_risks_model_at_w(arch):
     "The peers rebuild the model from the flat w̄: its outputs equal setsens' at w̄ (LR and the dattri-size MLP)."

@@ -89,3 +89,23 @@ def test_minres_result_unchanged_by_counter(device):
     assert torch.equal(x1, x2)
     xs = torch.linalg.pinv(A.cpu(), hermitian=True) @ B.cpu()    # and it is the minimum-norm solution
     assert (x1.cpu() - xs).norm() <= 1e-6*xs.norm()          # κ = 1e4: the attainable forward error is ~ κ²ε
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_pinv_lanczos_two_reads_per_step(device):
+    """`pinv_solve`'s Lanczos (one Krylov space per column, in lockstep) between its convergence checks: two host reads
+    per step, the stopping test and whether a column needs a second Gram–Schmidt pass (a step that takes one adds
+    the read of which columns: `nonzero` and `tolist`). ρ, ‖T‖ and the finiteness test stay on the device until the
+    checks; here the checks never come (check_every is huge), so the counts of 20 and 40 steps differ by the steps."""
+    from setsens.pinv import _filtered_lanczos
+    A, B = _problem(device, p=120, r=110)                      # rank 110: no Krylov space becomes invariant in 40 steps
+    filt = [lambda th, cut: torch.where(th.abs() > cut, 1/th, torch.zeros_like(th))]
+    def count(m):
+        with SyncCounter() as c:
+            out, conv, inv, steps, *_ = _filtered_lanczos(lambda V: A @ V, B, filt, lambda r: 100*r, 0., m, check_every=10**9)
+        assert steps.tolist() == [m]*3 and not inv.any()
+        return c
+    c20, c40 = count(20), count(40)
+    second = c40.names.count('nonzero') - c20.names.count('nonzero')     # steps that took a second pass
+    assert c40.n - c20.n <= 2*20 + 2*second, (c40.n - c20.n, second, c40.names[-30:])
+    assert second < 20                                          # the second pass is the exception, not the rule

@@ -3,7 +3,7 @@ accuracy, in one run. The set-up is `benchmarks/attribution.py` part B's (its --
 regression 784×10 at w̄, n training and m test images, float64, one thread.
 
     .venv/bin/python benchmarks/attribution.py --parts b --n 1000 --ntest 500 --loo 100 --threads 1 --save /tmp/lr_1000.pt
-    PYTHONPATH=. /work/peers-venv/bin/python benchmarks/peers/damped_timing.py /tmp/lr_1000.pt [--damping 1e-2] [--ntest 500]
+    PYTHONPATH=. /work/peers-venv/bin/python benchmarks/peers/damped_timing.py /tmp/lr_1000.pt [--damping 1e-2] [--ntest 500] [--pydvl defaults,tight,block]
 
 The damped problem: H = the Hessian of the plain mean cross-entropy + λI (pyDVL's `regularization=λ`; setsens'
 `damping=λ`), up-weighting scores S = −∇ℓ_testᵀ H⁻¹ ∇ℓ_train for every (test, train) pair. The oracle is the dense
@@ -34,6 +34,8 @@ def main():
     ap.add_argument('--damping', type=float, default=1e-2)
     ap.add_argument('--ntest', type=int, default=500)
     ap.add_argument('--threads', type=int, default=1)
+    ap.add_argument('--pydvl', default='defaults,tight,block',
+                    help="pyDVL rows to run, comma-separated: defaults, tight (rtol 1e-10), block (block CG, rtol 1e-10)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     d = torch.load(a.path, weights_only=True)
@@ -64,8 +66,11 @@ def main():
 
     from pydvl.influence.torch import CgInfluence
     from pydvl.influence import InfluenceMode
-    for label, kw in [('defaults: rtol 1e-4, atol 1e-6', {}), ('rtol 1e-10, atol 0', dict(rtol=1e-10, atol=0.)),
-                      ('block CG, rtol 1e-10, atol 0', dict(rtol=1e-10, atol=0., solve_simultaneously=True))]:
+    configs = {'defaults': ('defaults: rtol 1e-4, atol 1e-6', {}), 'tight': ('rtol 1e-10, atol 0', dict(rtol=1e-10, atol=0.)),
+               'block': ('block CG, rtol 1e-10, atol 0', dict(rtol=1e-10, atol=0., solve_simultaneously=True))}
+    wanted = [c.strip() for c in a.pydvl.split(',') if c.strip()]
+    if bad := [c for c in wanted if c not in configs]: raise SystemExit(f"--pydvl: unknown row(s) {bad}; choose from {list(configs)}")
+    for label, kw in (configs[c] for c in wanted):
         t0 = time.perf_counter()
         m = CgInfluence(model, F.cross_entropy, regularization=lam, warn_on_max_iteration=False, **kw).fit(
             torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, Y), batch_size=len(X)))

@@ -180,3 +180,23 @@ def test_attribution_mlp_halves_only(tmp_path):
     assert '| LDS, per test point' in r.stdout and '| LOO' not in r.stdout and '0 of 0 LOO' in r.stdout
     d = torch.load(out, weights_only=True)
     assert d['idx'].shape == (0,) and d['lds_masks'].shape[0] == d['lds_actual'].shape[1] >= 1
+
+
+def test_attribution_mlp_resume_split_and_loo_from(tmp_path):
+    """`--resume` takes w̄, the scores and the converged halves of an earlier file (re-training none of them), `--lds-from`
+    skips the halves before it, `--loo-from` carries the LOO ground truth over, and a file of another problem is refused."""
+    run = lambda *args: subprocess.run([sys.executable, str(ROOT/'benchmarks'/'attribution_mlp.py'), '--n', '40', '--ntest', '3',
+                                        '--threads', '1', '--method', 'lanczos', *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    a, b = tmp_path/'a.pt', tmp_path/'b.pt'
+    r = run('--loo', 2, '--lds', 2, '--save', a)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    r = run('--loo', 0, '--lds', 4, '--lds-from', 4, '--resume', a, '--loo-from', a, '--save', b)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.stdout.count('(taken)') == 2 and 'LDS 3/4' not in r.stdout and 'LDS 4/4: ‖∇‖' in r.stdout and '(from --loo-from)' in r.stdout
+    da, db = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    assert torch.equal(da['w'], db['w']) and torch.equal(da['ours_full'], db['ours_full']) and torch.equal(da['idx'], db['idx'])
+    assert torch.equal(db['lds_masks'][:2], da['lds_masks']) and torch.equal(db['lds_actual'][:, :2], da['lds_actual'])
+    assert db['lds_masks'].shape[0] + len(db['lds_left_out']) == 3
+    r = subprocess.run([sys.executable, str(ROOT/'benchmarks'/'attribution_mlp.py'), '--n', '30', '--ntest', '3', '--loo', '0',
+                        '--lds', '1', '--threads', '1', '--resume', str(a)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and 'differ from this run' in r.stderr

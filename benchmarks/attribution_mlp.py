@@ -75,6 +75,11 @@ def mnist(n, ntest, device='cpu'):
     return norm(xs[:n]), lab(ys[:n]), norm(xt[:ntest]), lab(yt[:ntest])
 
 
+def same_problem(d, mu, **tensors):
+    "Whether the --save file `d` holds this μ and, bit for bit, these tensors (X, Y, Xt, Yt, w …)."
+    return d['lam'] == mu and all(torch.equal(d[k], v) for k, v in tensors.items())
+
+
 def objective(risk, mu):
     return float(risk.value()) + 0.5*mu*float(risk.w.pow(2).sum())
 
@@ -194,8 +199,7 @@ def main():
     t0 = time.perf_counter()
     resumed = [torch.load(f, weights_only=True) for f in a.resume]
     for f, d0 in zip(a.resume, resumed):
-        if not all(torch.equal(d0[k], v) for k, v in dict(X=X, Y=Y, Xt=Xt, Yt=Yt).items()) or d0['lam'] != mu \
-           or not torch.equal(d0['w'], resumed[0]['w']):
+        if not same_problem(d0, mu, X=X, Y=Y, Xt=Xt, Yt=Yt, w=resumed[0]['w']):
             raise SystemExit(f"--resume {f}: its data, μ or w̄ differ from this run's")
     if resumed:                  # w̄ and the scores as the first file holds them
         r, hv, why = Risk(net, F.cross_entropy, X, Y).at(w=resumed[0]['w']), 0, 'converged'
@@ -211,8 +215,7 @@ def main():
     if a.loo_from:               # the LOO rows of an earlier run on the very same problem
         if a.loo: raise SystemExit("--loo-from: give --loo 0 (the LOO rows come from the file)")
         prior = torch.load(a.loo_from, weights_only=True)
-        same = all(torch.equal(prior[k], v) for k, v in dict(X=X, Y=Y, Xt=Xt, Yt=Yt, w=r.w).items()) and prior['lam'] == mu
-        if not same: raise SystemExit(f"--loo-from {a.loo_from}: its data, μ or w̄ differ from this run's")
+        if not same_problem(prior, mu, X=X, Y=Y, Xt=Xt, Yt=Yt, w=r.w): raise SystemExit(f"--loo-from {a.loo_from}: its data, μ or w̄ differ from this run's")
         print(f"LOO ground truth: {len(prior['idx'])} removals from {a.loo_from} (same data and w̄, bit for bit)", flush=True)
     t0 = time.perf_counter()
     if resumed:

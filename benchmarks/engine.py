@@ -6,9 +6,10 @@ and prints their tables under one heading (each script interleaves its own conte
 medians, so every ratio in a table was measured side by side):
 
 1. `benchmarks/hvp.py`: HVP time / gradient time per `hvp_mode`, setsens' HVP / curvlinops'
-   `HessianLinearOperator` matvec, k right-hand sides (vmap) vs a loop, and the peak memory of an
-   HVP over up to 1024 images with `batch_size=64` vs unchunked, on the real pretrained ResNet-56
-   and CIFAR-10 images.
+   `HessianLinearOperator` matvec, the default mode inside a solve (`risk.reusing()`: the recorded
+   graph kept within `graph_cache`), k right-hand sides (vmap) vs a loop, and the peak memory of an
+   HVP over 256 to 4096 images with `batch_size=64` vs unchunked (one product, and two in a solve),
+   on the real pretrained ResNet-56 and CIFAR-10 images.
 2. `benchmarks/krylov.py`: first setsens `minres` against SciPy's MINRES at equal products on the
    N = 2000 singular PSD system (float64, one thread; wall ratio with each one's dense product, with
    the same torch product, and the per-iteration overhead; batched vs looped right-hand sides; issue 17:

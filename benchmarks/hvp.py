@@ -5,11 +5,14 @@ Prints one table of ratios, measured side by side in one run (contenders interle
     an explicit affine map), of curvlinops' `HessianLinearOperator` matvec and (--linearize) of a
     `torch.func.linearize`d gradient;
   * k = 4 right-hand sides at once (vmap) vs a loop, per hvp_mode;
-  * peak memory and time of an HVP over up to 1024 images with `batch_size=64` vs unchunked
-    (each configuration in a fresh subprocess; on CPU the peak resident set size above the baseline).
+  * the default mode as a solve takes its products: inside `risk.reusing()`, where the first product records the
+    chunks' graphs (while they fit `graph_cache`) and later ones start from them;
+  * peak memory and time of an HVP over 256 to 4096 images with `batch_size=64` vs unchunked, one product and two
+    inside `risk.reusing()` (each configuration in a fresh subprocess; on CPU the peak resident set size above the
+    baseline).
 
 Usage:  .venv/bin/python benchmarks/hvp.py [--n 128] [--reps 5] [--threads 1] [--device cpu] [--linearize]
-                                           [--k 4] [--k-reps 3] [--mem-n 128 256 512 1024] [--unchunked-max 256]
+                                           [--k 4] [--k-reps 3] [--mem-n 256 1024 4096] [--unchunked-max 256] [--lean]
 Needs `curvlinops-for-pytorch` for the curvlinops row (skipped with a note when missing).
 Times are quoted both as process CPU time (robust on a shared machine) and wall-clock time.
 """
@@ -108,7 +111,7 @@ def timing(args):
         print(f"# machine: {os.cpu_count()} CPU cores shared with other workers "
               f"(load average {os.getloadavg()[0]:.1f}); CPU-time medians are the robust numbers")
     risks = {(m, a): (AffineBNRisk if a else Risk)(model, 'cross_entropy', X, Y, hvp_mode=m)
-             for m in Risk.MODES for a in (False, True)}
+             for m in Risk.MODES for a in (False, True) if not (args.lean and (a or m == 'fwd_rev'))}
     _bn = lambda m, a: 'BatchNorm as x*s + t (ablation)' if a else 'default'
 
     r0 = Risk(model, 'cross_entropy', X, Y)
@@ -124,6 +127,18 @@ def timing(args):
     for (m, a), r in risks.items():
         contenders[f"HVP {m}, {_bn(m, a)}"] = (lambda r=r: r.hvp(v))
     notes, setup = {}, {}
+    # the default mode as a solve uses it: inside risk.reusing() (what minres/pinv_solve/lanczos enter), the chunks'
+    # graphs are kept while they fit graph_cache (default 2 GiB); the first product records them (timed as set-up)
+    rs = Risk(model, 'cross_entropy', X, Y, batch_size=args.solve_bs)
+    reuse = rs.reusing(); reuse.__enter__()        # held open for the whole run: every timed product is "in the solve"
+    room0 = rs._room                               # the default graph_cache: 2 GiB, on CUDA a quarter of the free memory
+    solve_row = f"HVP rev_rev, default, in a solve (risk.reusing(), graph_cache {room0/2**30:.3g} GiB, batch_size {args.solve_bs})"
+    c0, t0 = time.process_time(), time.perf_counter(); rs.hvp(v); _sync(device)
+    setup[solve_row] = (time.process_time() - c0, time.perf_counter() - t0)
+    nchunks = len(range(0, args.n, args.solve_bs or args.n))
+    notes[solve_row] = (f"{len(rs._cache)} of {nchunks} chunk graphs kept, counted {(room0 - rs._room)/2**20:.0f} MiB"
+                        if rs._room else f"{len(rs._cache)} of {nchunks} chunk graphs kept (the next did not fit)")
+    contenders[solve_row] = lambda: rs.hvp(v)
     for (m, a), r in risks.items():      # the cached mode builds its graph on the first call: time it separately
         if m == 'rev_rev_cached':
             c0, t0 = time.process_time(), time.perf_counter(); r.hvp(v); _sync(device)
@@ -148,7 +163,8 @@ def timing(args):
         notes[name] = f"rel. diff {float((lin(v)/args.n - ref).norm()/ref.norm()):.1e}"
     for k, f in list(contenders.items()):
         if k.startswith('HVP') and k != f"HVP rev_rev, {_bn('rev_rev', False)}":
-            notes[k] = f"rel. diff to rev_rev {float((f() - ref).norm()/ref.norm()):.1e}"
+            d = f"rel. diff to rev_rev {float((f() - ref).norm()/ref.norm()):.1e}"
+            notes[k] = d + (f"; {notes[k]}" if k in notes else '')
     per_col = {}
     for f in contenders.values(): f(); _sync(device)         # warm-up
     cpu = {k: [] for k in contenders}; wall = {k: [] for k in contenders}
@@ -217,37 +233,53 @@ def _hwm_kb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def memory_one(n, bs, mode, device):
-    "Runs in a fresh process: peak extra memory (MiB) and time of one HVP over n images."
+def memory_one(n, bs, mode, device, solve=0):
+    """Runs in a fresh process: peak extra memory (MiB) and time of one HVP over n images; with solve = s ≥ 2, of s
+    products inside `risk.reusing()` (as a solve takes them; the default graph_cache), and the CPU time of the last."""
     model, X, Y, _ = load(n, device)
     r = Risk(model, 'cross_entropy', X, Y, batch_size=bs, hvp_mode=mode)
     v = torch.randn(r.p, device=device)
     Risk(model, 'cross_entropy', X[:2], Y[:2], hvp_mode=mode).hvp(v)      # warm-up (kernels, allocator) on 2 images
-    if torch.device(device).type == 'cuda':
-        torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); base = torch.cuda.memory_allocated()
-        t0 = time.perf_counter(); c0 = time.process_time(); r.hvp(v); torch.cuda.synchronize()
-        peak = (torch.cuda.max_memory_allocated() - base)/2**20
+    cuda = torch.device(device).type == 'cuda'
+    if cuda: torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); base = torch.cuda.memory_allocated()
+    else: base = _rss_kb()
+    t0 = time.perf_counter(); c0 = time.process_time()
+    last, kept = None, None
+    if solve:
+        with r.reusing():
+            for _ in range(solve):
+                c1 = time.process_time(); r.hvp(v)
+                if cuda: torch.cuda.synchronize()
+                last = time.process_time() - c1
+            kept = len(r._cache)
     else:
-        base = _rss_kb()
-        t0 = time.perf_counter(); c0 = time.process_time(); r.hvp(v)
-        peak = (_hwm_kb() - base)/1024
-    print(json.dumps(dict(n=n, bs=bs, peak_mib=peak, cpu_s=time.process_time() - c0, wall_s=time.perf_counter() - t0)))
+        r.hvp(v)
+    if cuda: torch.cuda.synchronize(); peak = (torch.cuda.max_memory_allocated() - base)/2**20
+    else: peak = (_hwm_kb() - base)/1024
+    print(json.dumps(dict(n=n, bs=bs, peak_mib=peak, cpu_s=time.process_time() - c0, wall_s=time.perf_counter() - t0,
+                          last_cpu_s=last, kept=kept)))
 
 
 def memory(args):
     print(f"\nPeak memory of one HVP ({args.mem_mode}) above the loaded model and data, each in a fresh process "
           f"({'peak RSS' if args.device == 'cpu' else 'max_memory_allocated'}); unchunked runs only up to n = {args.unchunked_max}.\n")
-    print("| n | batch_size | peak MiB | CPU s | wall s | CPU s per 128 images |")
-    print("|---|---|---|---|---|---|")
+    print(f"Rows 'in a solve': {args.mem_solve} products inside `risk.reusing()` (the default graph_cache, 2 GiB), as a solve takes "
+          f"them; the CPU s columns are then those of the last product, which starts from the kept graphs.\n")
+    print("| n | batch_size | products | peak MiB | CPU s | wall s | CPU s per 128 images | chunk graphs kept |")
+    print("|---|---|---|---|---|---|---|---|")
     for n in args.mem_n:
         for bs in ([None] if n <= args.unchunked_max else []) + [args.mem_bs]:
-            cmd = [sys.executable, os.path.abspath(__file__), '--_mem', str(n), str(bs or 0), args.mem_mode,
-                   '--device', args.device, '--threads', str(args.threads)]
-            out = subprocess.run(cmd, capture_output=True, text=True)
-            if out.returncode != 0:
-                print(f"| {n} | {bs} | failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode} | | | |"); continue
-            d = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"| {n} | {bs or 'none'} | {d['peak_mib']:.0f} | {d['cpu_s']:.2f} | {d['wall_s']:.2f} | {d['cpu_s']*128/n:.2f} |")
+            for solve in [0] + ([args.mem_solve] if args.mem_solve and bs else []):
+                cmd = [sys.executable, os.path.abspath(__file__), '--_mem', str(n), str(bs or 0), args.mem_mode, str(solve),
+                       '--device', args.device, '--threads', str(args.threads)]
+                out = subprocess.run(cmd, capture_output=True, text=True)
+                what = f"in a solve ({solve})" if solve else 'one'
+                if out.returncode != 0:
+                    print(f"| {n} | {bs} | {what} | failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode} | | | | |"); continue
+                d = json.loads(out.stdout.strip().splitlines()[-1])
+                c = d['last_cpu_s'] if solve else d['cpu_s']
+                kept = f"{d['kept']} of {-(-n//bs)}" if solve else '–'
+                print(f"| {n} | {bs or 'none'} | {what} | {d['peak_mib']:.0f} | {c:.2f} | {d['wall_s']:.2f} | {c*128/n:.2f} | {kept} |")
 
 
 if __name__ == '__main__':
@@ -260,17 +292,20 @@ if __name__ == '__main__':
     ap.add_argument('--k', type=int, default=4)
     ap.add_argument('--k-reps', type=int, default=3)
     ap.add_argument('--no-k', dest='kblock', action='store_false')
+    ap.add_argument('--lean', action='store_true', help='timing table without the fwd_rev and BatchNorm-ablation rows')
     ap.add_argument('--no-timing', dest='timing', action='store_false')
-    ap.add_argument('--mem-n', type=int, nargs='*', default=[128, 256, 512, 1024])
+    ap.add_argument('--mem-n', type=int, nargs='*', default=[256, 1024, 4096])
     ap.add_argument('--mem-bs', type=int, default=64)
     ap.add_argument('--mem-mode', default='rev_rev')
     ap.add_argument('--unchunked-max', type=int, default=256)
-    ap.add_argument('--_mem', nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument('--solve-bs', type=int, default=None, help='batch_size of the "in a solve" row (default: unchunked)')
+    ap.add_argument('--mem-solve', type=int, default=2, help='products per "in a solve" memory run (0: no such rows)')
+    ap.add_argument('--_mem', nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args._mem:
-        n, bs, mode = args._mem
-        memory_one(int(n), int(bs) or None, mode, args.device)
+        n, bs, mode, solve = args._mem
+        memory_one(int(n), int(bs) or None, mode, args.device, int(solve))
     else:
         if args.timing: timing(args)
         if args.kblock: kblock(args)

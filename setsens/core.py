@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 # %% auto #0
 __all__ = ['data_dir', 'check_is_tensor', 'check_tensor', 'check_precision', 'check_same', 'check_positive', 'check_count',
            'check_size', 'check_kind', 'check_real', 'check_xy', 'check_params', 'check_idx', 'doc_params', 'in_test',
-           'default_device', 'progress', 'moved', 'atomic_write']
+           'default_device', 'progress', 'moved', 'BytesCreated', 'atomic_write']
 
 # %% ../nbs/00_core.ipynb #1f61bd51
 def _candidates(start: Path):
@@ -269,6 +269,27 @@ def moved(module: str, # the old module's `__name__`
 # %% ../nbs/00_core.ipynb #3a73ff87
 # moved by issue 14: the reproduction records (study infrastructure) to `setsens.report`
 __getattr__ = moved(__name__, dict.fromkeys(['KINDS', 'Result', 'md_cell', 'results_markdown', 'result_counts', 'counts_markdown', '_fmt'], 'setsens.report'))
+
+# %% ../nbs/00_core.ipynb #8426d4bf
+from torch.utils._pytree import tree_leaves
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.multiprocessing.reductions import StorageWeakRef
+
+class BytesCreated(TorchDispatchMode):
+    "Within `with BytesCreated() as b:`, notes every new storage an op creates (outputs aliasing an input are not new): `b.nbytes` all of them, `b.kept()` those still alive."
+    def __init__(self): super().__init__(); self.nbytes, self._made = 0, []
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        strided = lambda x: [t for t in tree_leaves(x) if isinstance(t, torch.Tensor) and t.layout == torch.strided]
+        ins, seen = {t.untyped_storage().data_ptr() for t in strided((args, kwargs))}, set()
+        for t in strided(out):
+            s = t.untyped_storage()
+            if s.data_ptr() in ins or s.data_ptr() in seen: continue
+            seen.add(s.data_ptr()); self.nbytes += s.nbytes(); self._made.append((StorageWeakRef(s), s.nbytes()))
+        return out
+    def kept(self) -> int:
+        "Bytes of the new storages still referenced now."
+        return sum(n for w, n in self._made if not w.expired())
 
 # %% ../nbs/00_core.ipynb #e3e02c7d
 import contextlib, tempfile

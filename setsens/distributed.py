@@ -109,6 +109,8 @@ def _hvp_trusted(self: DistributedRisk, V):   # `risk.H @ V` in a solve: V not r
     if 'hvp' in vars(self) or type(self).hvp is not DistributedRisk.hvp: return self.hvp(V)
     return self._reduce(self.local._hvp_trusted(V))
 @patch
+def reusing(self: DistributedRisk): return self.local.reusing()   # this rank's chunk graphs, kept within a solve
+@patch
 def jx(self: DistributedRisk, dX, idx=None): return self._reduce(self.local.jx(dX, idx))   # idx: rows of this rank's shard
 @patch
 def jxT(self: DistributedRisk, U, idx=None): return self.local.jxT(U, idx) * self._wt

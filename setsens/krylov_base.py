@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_krylov_base.ipynb #a253437f
 from __future__ import annotations
-import os, sys, time, warnings
+import contextlib, os, sys, time, warnings
 from dataclasses import dataclass, field
 from typing import Callable
 import numpy as np
@@ -82,6 +82,11 @@ class BlockOp:
             if not bool(torch.isfinite(Y).all()): raise ValueError(f"{self.name}: returned NaN or Inf")
             self.checked, self.rows = True, Y.shape[0]
         return self.watch(X, Y[:, None] if self.vec else Y)
+
+    def reusing(self):
+        "The operator's `reusing()` context (a risk's graphs kept across the iterations); nothing for a matrix or a callable."
+        f = getattr(self, 'f', None)
+        return f.reusing() if isinstance(f, LinearOperator) else contextlib.nullcontext()
 
     def watch(self, X, Y):
         "Flag the columns where a finite input came back NaN/Inf (read by `krylov_solve`; no host sync)."
@@ -393,6 +398,7 @@ def krylov_solve(solver:str, # the solver's name, shown in the progress bar and 
                  progress:bool|None=None, # a tqdm bar (`show_progress`)
                 ) -> tuple[torch.Tensor, KrylovInfo]:
     "Run `cycle` from x0, check true residuals, restart columns the recurrence misjudged (not from the rounding level); returns (x, info)."
-    S = _Solve(solver, op, opT, B, X0, rtol, atol, maxiter, damp, callback, time_budget, progress)
-    stop, its = S.run(cycle, maxiter, restarts)
-    return S.finish(stop, its, vec, warn)
+    with op.reusing(), opT.reusing():   # every product is at the same w: a risk may keep its recorded graphs
+        S = _Solve(solver, op, opT, B, X0, rtol, atol, maxiter, damp, callback, time_budget, progress)
+        stop, its = S.run(cycle, maxiter, restarts)
+        return S.finish(stop, its, vec, warn)

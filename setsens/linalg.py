@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_linalg.ipynb #579465a4
 from __future__ import annotations
-import math, numbers
+import contextlib, math, numbers
 import torch
 from .core import check_tensor, check_same, check_positive, check_precision, check_idx, doc_params
 
@@ -19,6 +19,9 @@ class LinearOperator:
         self.shape, self.dtype, self.device = (int(shape[0]), int(shape[1])), dtype, torch.device(device)
     def _matmat(self, V): raise NotImplementedError(f"{type(self).__name__}: no product defined")
     def _adjoint(self): raise TypeError(f"{type(self).__name__}: has no adjoint")
+    def reusing(self):
+        "A context in which repeated products may reuse recorded work (a risk's graphs: `setsens.risk.Risk.reusing`); the solvers enter it. Nothing here."
+        return contextlib.nullcontext()
     @property
     def T(self) -> LinearOperator:
         "The adjoint Aᵀ, an (n, m) operator."
@@ -73,6 +76,7 @@ class _ScaledOperator(LinearOperator):
     "c·A."
     def __init__(self, A, c): super().__init__(A.shape, A.dtype, A.device); self.A, self.c = A, c
     def _matmat(self, V): return self.c*(self.A @ V)
+    def reusing(self): return self.A.reusing()
     def _adjoint(self): return _ScaledOperator(self.A.T, self.c)
     def __repr__(self): return f"{self.c:g}*{self.A!r}"
 
@@ -80,6 +84,8 @@ class _SumOperator(LinearOperator):
     "A + B (e.g. the damped Hessian H + λI)."
     def __init__(self, A, B): super().__init__(A.shape, A.dtype, A.device); self.A, self.B = A, B
     def _matmat(self, V): return self.A @ V + self.B @ V
+    def reusing(self):
+        s = contextlib.ExitStack(); s.enter_context(self.A.reusing()); s.enter_context(self.B.reusing()); return s
     def _adjoint(self): return self.A.T + self.B.T
     def __repr__(self): return f"({self.A!r} + {self.B!r})"
 
@@ -90,6 +96,7 @@ class HessianOperator(LinearOperator):
         super().__init__((risk.p, risk.p), risk.dtype, risk.device); self.risk = risk
     def _matmat(self, V): return self.risk._hvp_trusted(V)   # `LinearOperator.__matmul__` checked V's shape, dtype, device
     def _adjoint(self): return self
+    def reusing(self): return self.risk.reusing()          # the risk's per-chunk graphs, kept while the context lasts
 
 class MixedOperator(LinearOperator):
     "J = ∇_X∇_w R as a (p, N·d) operator on flattened ΔX (N rows: all of X, or the rows `idx`): `J @ v` is `risk.jx(v.reshape(...), idx)`."
@@ -121,15 +128,16 @@ def lanczos(op, # symmetric operator v (p,) -> (p,)
     q = torch.randn(p, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
     Q, al, bt = [q/torch.linalg.vector_norm(q)], [], []
     eps = torch.finfo(dtype).eps
-    for j in range(max(1, min(int(steps), p))):
-        w = op(Q[-1])
-        a = torch.dot(Q[-1], w); al.append(a)
-        Qm = torch.stack(Q)
-        for _ in range(2): w = w - Qm.T @ (Qm @ w)          # full reorthogonalisation (twice is enough)
-        b = torch.linalg.vector_norm(w)
-        if not bool(torch.isfinite(a) & torch.isfinite(b)): raise ValueError("A: returned NaN or Inf")
-        if float(b) <= 10*eps*max(float(t.abs()) for t in al): break   # an invariant subspace: its Ritz values are exact
-        bt.append(b); Q.append(w/b)
+    with (op.reusing() if isinstance(op, LinearOperator) else contextlib.nullcontext()):   # a risk's graphs reused
+        for j in range(max(1, min(int(steps), p))):
+            w = op(Q[-1])
+            a = torch.dot(Q[-1], w); al.append(a)
+            Qm = torch.stack(Q)
+            for _ in range(2): w = w - Qm.T @ (Qm @ w)          # full reorthogonalisation (twice is enough)
+            b = torch.linalg.vector_norm(w)
+            if not bool(torch.isfinite(a) & torch.isfinite(b)): raise ValueError("A: returned NaN or Inf")
+            if float(b) <= 10*eps*max(float(t.abs()) for t in al): break   # an invariant subspace: its Ritz values are exact
+            bt.append(b); Q.append(w/b)
     m = len(al)
     T = torch.diag(torch.stack(al).double().cpu())
     if m > 1:

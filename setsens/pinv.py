@@ -4,7 +4,7 @@
 
 # %% ../nbs/15_pinv.ipynb #971fd1cd
 from __future__ import annotations
-import math, time, warnings
+import contextlib, math, time, warnings
 from dataclasses import dataclass
 import torch
 from scipy.linalg import eigh_tridiagonal
@@ -332,25 +332,26 @@ def pinv_solve(risk, # a `setsens.risk.Risk` at (x̄, w̄)
     check_tensor(B, 'B'); check_same(B, risk.w, 'B, risk.w')
     if B.ndim not in (1, 2) or B.shape[0] != risk.p: raise ValueError(f"B: expected shape ({risk.p},) or ({risk.p}, k), got {tuple(B.shape)}")
     vec, B = B.ndim == 1, B.reshape(risk.p, -1)
-    t0 = time.perf_counter()
-    theta0, _ = lanczos(risk.hvp, risk.p, 20, risk.dtype, risk.device)      # ‖H‖₂ from a 20-step random start
-    smax = float(theta0.abs().max())
-    if rank_rtol is None and damping == 0: cut_of = lambda rho: max(risk.p*torch.finfo(risk.dtype).eps*smax, 1000*rho)
-    else: cut_of = lambda rho, c=(rank_rtol or 0.)*smax: c
-    bar = tqdm(desc='pinv_solve', unit=' HVP', disable=not show_progress(progress), leave=False, dynamic_ncols=True)
-    def op(V): bar.update(V.shape[1] if V.ndim == 2 else 1); return risk.hvp(V) + damping*V
-    keep = lambda th, cut: (th.abs() > cut) if cut > 0 else torch.ones_like(th, dtype=torch.bool)
-    filt = [lambda th, cut, q=q: torch.where(keep(th - damping, cut), th.reciprocal()**q, torch.zeros_like(th)) for q in powers]   # θ: Ritz values of H + λI
-    try: method, (X, conv, inv, steps, thetas, hvps, rho) = _solve(op, B, filt, cut_of, rtol, maxiter, rhs_chunk, method, block_mem, mem_budget)
-    finally: bar.close()
-    cut = cut_of(rho)
-    kept, amb, amb_kept = _rank_counts(thetas, damping, cut, rho, keep)
-    R = op(X[0]) - B
-    bn, Abn = torch.linalg.vector_norm(B, dim=0), torch.linalg.vector_norm(op(B), dim=0)
-    rel = lambda a, b: torch.where(b > 0, a/torch.where(b > 0, b, 1), a)
-    info = SolveInfo('converged' if bool(conv.all()) else 'maxiter', conv, inv, steps,
-                     rel(torch.linalg.vector_norm(R, dim=0), bn), rel(torch.linalg.vector_norm(op(R), dim=0), Abn),
-                     cut, smax, kept, risk.p - kept, time.perf_counter() - t0, method, hvps, rho, amb, amb_kept)
+    with getattr(risk, 'reusing', contextlib.nullcontext)():   # every product is at w̄: the risk may keep its graphs
+        t0 = time.perf_counter()
+        theta0, _ = lanczos(risk.hvp, risk.p, 20, risk.dtype, risk.device)      # ‖H‖₂ from a 20-step random start
+        smax = float(theta0.abs().max())
+        if rank_rtol is None and damping == 0: cut_of = lambda rho: max(risk.p*torch.finfo(risk.dtype).eps*smax, 1000*rho)
+        else: cut_of = lambda rho, c=(rank_rtol or 0.)*smax: c
+        bar = tqdm(desc='pinv_solve', unit=' HVP', disable=not show_progress(progress), leave=False, dynamic_ncols=True)
+        def op(V): bar.update(V.shape[1] if V.ndim == 2 else 1); return risk.hvp(V) + damping*V
+        keep = lambda th, cut: (th.abs() > cut) if cut > 0 else torch.ones_like(th, dtype=torch.bool)
+        filt = [lambda th, cut, q=q: torch.where(keep(th - damping, cut), th.reciprocal()**q, torch.zeros_like(th)) for q in powers]   # θ: Ritz values of H + λI
+        try: method, (X, conv, inv, steps, thetas, hvps, rho) = _solve(op, B, filt, cut_of, rtol, maxiter, rhs_chunk, method, block_mem, mem_budget)
+        finally: bar.close()
+        cut = cut_of(rho)
+        kept, amb, amb_kept = _rank_counts(thetas, damping, cut, rho, keep)
+        R = op(X[0]) - B
+        bn, Abn = torch.linalg.vector_norm(B, dim=0), torch.linalg.vector_norm(op(B), dim=0)
+        rel = lambda a, b: torch.where(b > 0, a/torch.where(b > 0, b, 1), a)
+        info = SolveInfo('converged' if bool(conv.all()) else 'maxiter', conv, inv, steps,
+                         rel(torch.linalg.vector_norm(R, dim=0), bn), rel(torch.linalg.vector_norm(op(R), dim=0), Abn),
+                         cut, smax, kept, risk.p - kept, time.perf_counter() - t0, method, hvps, rho, amb, amb_kept)
     if warn and not bool(conv.all()):
         bad = (~conv).nonzero().flatten().tolist()
         warnings.warn(f"pinv_solve: {len(bad)} of {len(conv)} right-hand sides did not converge in maxiter={maxiter} "

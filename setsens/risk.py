@@ -5,7 +5,7 @@
 # %% ../nbs/07_risk.ipynb #c3ae8744
 from __future__ import annotations
 # every name importable from setsens.risk before issue 14 still is (some now used only by risk_data, risk_checks)
-import bisect, copy, functools, inspect, math, numbers
+import bisect, contextlib, copy, functools, inspect, math, numbers
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,7 +16,7 @@ from torch.utils.data.distributed import DistributedSampler
 from torch.func import functional_call, jvp, vjp, vmap, grad as fgrad, grad_and_value
 from torch.autograd.function import once_differentiable
 from fastcore.basics import patch, patch_to
-from .core import check_is_tensor, check_size, check_tensor, check_same, check_positive, check_idx, doc_params
+from .core import check_is_tensor, check_size, check_tensor, check_same, check_positive, check_idx, doc_params, BytesCreated
 from .losses import (LOSSES, mse, resolve_loss, REDUCTIONS, check_reduction, stated_reduction, target_rule,
                              bad_labels, as_labels, class_loss, elementwise_sum, target_count)
 from .risk_data import RiskData
@@ -43,6 +43,7 @@ class BaseRisk:
     def _hvp_trusted(self, V: torch.Tensor) -> torch.Tensor:
         "H V for the operator `H` inside a solve (V's shape, dtype and device checked by the operator); `hvp` unless a risk has a cheaper path."
         return self.hvp(V)
+    def reusing(self): return contextlib.nullcontext()   # a context for repeated products at one w (see `Risk.reusing`): nothing here
     def jx(self, dX: torch.Tensor, idx=None) -> torch.Tensor: self._missing('jx(dX, idx)')
     def jxT(self, U: torch.Tensor, idx=None) -> torch.Tensor: self._missing('jxT(U, idx)')
     def data_mean(self, v: torch.Tensor) -> torch.Tensor: self._missing('data_mean(v)')
@@ -63,6 +64,7 @@ class BaseRisk:
         return IdentityOperator(self.p, self.dtype, self.device)
 
 # %% ../nbs/07_risk.ipynb #3c1e76cb
+_check_cache = lambda b: None if b is None else check_positive(b, 'graph_cache', strict=False, allow_inf=True)
 @doc_params
 class Risk(RiskData, RiskChecks, BaseRisk):
     "The empirical risk R(w, X) (what the loss computes on all n rows; (1/n) Σ l(f(x_i; w), y_i) for a per-example loss) as a matrix-free operator at a stored (w, X)."
@@ -74,6 +76,7 @@ class Risk(RiskData, RiskChecks, BaseRisk):
                  *, params: list[str]|None=None, # names of the parameters w (None: all trainable ones)
                  batch_size: int|None=None, # rows per chunk (None: all n at once)
                  hvp_mode: str="rev_rev", # "rev_rev", "fwd_rev" or "rev_rev_cached"
+                 graph_cache: float|None=None, # bytes of recorded chunk graphs a solve may keep and reuse ("rev_rev"; `reusing`); 0: none; None: 2 GiB, on CUDA ¼ of the free memory
                  vectorize: bool|None=None, # batch the k right-hand sides with `torch.func.vmap` (False: a loop; None: vmap except on CPU)
                  reduction: str|None=None, # how a loss that returns a scalar reduces: "mean" or "sum" (None: the loss says it itself, or is per-example)
                 ):
@@ -108,7 +111,7 @@ class Risk(RiskData, RiskChecks, BaseRisk):
         self.hvp_mode = self._check_mode(hvp_mode)
         self.vectorize = (self.device.type != 'cpu') if vectorize is None else bool(vectorize)
         self._kind = {'none': 'none', 'mean': 'mean', 'batchmean': 'mean', 'sum': 'sum', None: None}[self.reduction]
-        self._cache = {}
+        self._cache, self._reuse, self._room, self.graph_cache = {}, 0, 0., _check_cache(graph_cache)
         if self._src is not None: self._count()   # the first pass: n (and the cross-entropy weights), every batch checked
         if self._sum_loss is not None and not self._ydtype.is_floating_point:   # class targets: torch's weighted mean
             self._kind = 'count'
@@ -126,6 +129,7 @@ def from_function(cls: Risk, fn, # fn(params: dict, X, Y) -> 0-d tensor: the ris
                   X: torch.Tensor, # data (n, ...), floating
                   Y: torch.Tensor|None=None, # optional targets, passed through to fn
                   *, hvp_mode: str="rev_rev", # as for `Risk`
+                  graph_cache: float|None=None, # as for `Risk`
                   vectorize: bool=False, # vmap over right-hand sides (default off: user code may hit PyTorch ops with wrong batching rules)
                  ) -> Risk:
     "A `Risk` for any scalar function of a parameter dict and the data (no chunking)."
@@ -140,7 +144,7 @@ def from_function(cls: Risk, fn, # fn(params: dict, X, Y) -> 0-d tensor: the ris
     self._set_params(params, 'params')
     self._set_data(X, Y, need_y=False)
     self.batch_size, self.hvp_mode, self.vectorize = None, self._check_mode(hvp_mode), bool(vectorize)
-    self._cache = {}
+    self._cache, self._reuse, self._room, self.graph_cache = {}, 0, 0., _check_cache(graph_cache)
     return self
 
 # %% ../nbs/07_risk.ipynb #fb5eec70
@@ -182,7 +186,7 @@ def at(self: Risk, w: torch.Tensor|None=None, # other flat parameters (p,)
       ) -> Risk:
     "A copy of this risk at other parameters and/or data (shares the model; caches are not shared)."
     r = copy.copy(self)
-    r._cache = {}
+    r._cache, r._reuse = {}, 0
     if w is not None:
         check_is_tensor(w, 'w')
         if w.shape != (self.p,): raise ValueError(f"w: expected shape ({self.p},), got {tuple(w.shape)}")
@@ -269,15 +273,22 @@ def _tr(out, batched):
     "(k, ...) stacked columns -> trailing axis."
     return out.movedim(0, -1) if batched else out
 
+_room_for = lambda b, d: b if b is not None else (torch.cuda.mem_get_info(d)[0]/4 if d.type == 'cuda' else 2.**31)   # None: 2 GiB; CUDA: ¼ of what is free
+def _recorded(self: Risk, g, w, key):
+    "A chunk's `vjp` closure and loss value, kept for \"rev_rev_cached\", or inside `reusing()` while it fits the room left."
+    if self.hvp_mode == 'rev_rev_cached': self._cache[key] = hit = vjp(g, w, has_aux=True)[1:]; return hit
+    if not (self._reuse and self._room > 0): return vjp(g, w, has_aux=True)[1:]
+    with BytesCreated() as made: hit = vjp(g, w, has_aux=True)[1:]
+    if (b := made.kept()) <= self._room: self._cache[key], self._room = hit, self._room - b
+    else: self._room = 0   # this chunk and the later ones are recorded per product: memory ≤ graph_cache + one chunk's graph
+    return hit
+
 def _hvp_chunk(self: Risk, w, V, Xc, Yc, key):
     "(H_c V, the chunk's loss value) for one chunk (the value comes with the gradient at no extra cost)."
     g = lambda w_: grad_and_value(self._fsum)(w_, Xc, Yc)
     if self.hvp_mode == 'fwd_rev':
         return _fwd_ad(self._cols_aux, lambda v: jvp(g, (w,), (v,), has_aux=True)[1:], V, V.ndim == 2)
-    hit = self._cache.get(key) if self.hvp_mode == 'rev_rev_cached' else None
-    if hit is None:
-        hit = vjp(g, w, has_aux=True)[1:]
-        if self.hvp_mode == 'rev_rev_cached': self._cache[key] = hit
+    hit = self._cache.get(key) or _recorded(self, g, w, key)   # the cache is empty unless 'rev_rev_cached' or inside `reusing()`
     fn, val = hit
     return self._cols(lambda v: fn(v)[0], V, V.ndim == 2), val
 
@@ -302,6 +313,18 @@ def _hvp_trusted(self: Risk, V: torch.Tensor) -> torch.Tensor:
     if 'hvp' in vars(self) or type(self).hvp is not Risk.hvp: return self.hvp(V)   # a replaced `hvp` is what H applies
     self._state()
     return _tr(self._finite(*_hvp_sum(self, V if V.ndim == 1 else V.T), 'hvp(V)', inputs=((V, 'V'),)), V.ndim == 2)
+
+# %% ../nbs/07_risk.ipynb #b1da7820
+@patch
+@contextlib.contextmanager
+def reusing(self: Risk):
+    "A context in which `hvp` keeps each chunk's recorded gradient graph (\"rev_rev\") while they take ≤ `graph_cache` bytes, and later products start from it; leaving it frees them (re-entrant). The solvers enter it on `risk.H`."
+    if self._reuse == 0: self._room = _room_for(self.graph_cache, self.device)
+    self._reuse += 1
+    try: yield self
+    finally:
+        self._reuse -= 1
+        if self._reuse == 0 and self.hvp_mode != 'rev_rev_cached': self._cache.clear()
 
 # %% ../nbs/07_risk.ipynb #bd636e83
 def _jx_chunk(self: Risk, w, dXc, Xc, Yc, batched):

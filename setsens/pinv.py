@@ -204,7 +204,7 @@ def _block_krylov(op, B, filters, cut_of, rtol, maxiter, check_growth=0.1, mem_b
             j0, TJJ, TpJ = band
             Vt = Vt - TJJ.mT @ Q[j0:]
             if TpJ is not None: Vt = Vt - TpJ.mT @ Q[j0 - TpJ.shape[0]:j0]
-        n1 = float(torch.linalg.vector_norm(Vt, dim=1).max())
+        n1 = torch.linalg.vector_norm(Vt, dim=1).max()                          # on the device until the read below
         c = (Vt @ Q.mT).mT                                                       # (d, b): rounding, in exact arithmetic
         Vt = Vt - c.mT @ Q
         if band is not None:                                                     # T's new columns: Qᵀ fl(HQ_J)
@@ -212,18 +212,20 @@ def _block_krylov(op, B, filters, cut_of, rtol, maxiter, check_growth=0.1, mem_b
             if TpJ is not None: c[j0 - TpJ.shape[0]:j0] += TpJ
             sp.cols(j0, c)
         _, sv, Vh = torch.linalg.svd(Vt, full_matrices=False)                   # rank-revealing: V = Vhᵀ diag(sv) (…)
-        keep = (sv > 10*math.sqrt(p)*eps*scale).nonzero().flatten()[:max(0, p - sp.d)]
+        n1, nk, *svl = torch.cat([n1[None], (sv > 10*math.sqrt(p)*eps*scale).sum()[None].to(sv.dtype), sv]).tolist()   # one read
+        nk = min(int(nk), max(0, p - sp.d))                                      # σ descending: the kept ones are the first nk
         steps += 1
-        if not len(keep): inv = True
+        if not nk: inv = True
         else:
-            Vn = Vh[keep]                                                        # (b, p); Qᵀuᵢ ≈ ε‖V‖/σᵢ after one pass: where a
-            if float(sv[keep].min()) < n1/math.sqrt(2):                          # kept σᵢ is below ‖V‖/√2, a second pass on the
+            Vn = Vh[:nk].contiguous()                                            # (b, p), rows; Qᵀuᵢ ≈ ε‖V‖/σᵢ after one pass: where a
+            if svl[nk - 1] < n1/math.sqrt(2):                                    # kept σᵢ is below ‖V‖/√2, a second pass on the
                 Vn = torch.linalg.qr((Vn - (Vn @ Q.mT) @ Q).mT).Q.mT             # unit vectors themselves (DGKS for a block)
-            if 2*p*(sp.d + len(keep))*B.element_size() > mem_budget: raise _BasisFull(sp.d)
+            if 2*p*(sp.d + nk)*B.element_size() > mem_budget: raise _BasisFull(sp.d)
             Wt = op(Vn.mT).mT                                                    # (b, p)
-            if not bool(torch.isfinite(Wt).all()): raise ValueError("risk: a Hessian-vector product returned NaN or Inf")
+            fin, wn = torch.stack([torch.isfinite(Wt).all().to(Wt.dtype), torch.linalg.vector_norm(Wt, dim=1).max()]).tolist()   # one read
+            if not fin: raise ValueError("risk: a Hessian-vector product returned NaN or Inf")
             band = (sp.d, Vn @ Wt.mT, (Vn @ Vt.mT).mT if sp.d else None)         # T_JJ, and T_{J-1,J} = (Q_Jᵀ V)ᵀ
-            scale = max(0. if sp.d == 0 else scale, float(torch.linalg.vector_norm(Wt, dim=1).max()))
+            scale = max(0. if sp.d == 0 else scale, wn)
             sp.append(Vn, Wt)
             inv, Vt = sp.d >= p, Wt
         if inv or steps >= maxiter or sp.d - last >= max(10, check_growth*last):  # Rayleigh–Ritz, now and then

@@ -92,6 +92,24 @@ def test_minres_result_unchanged_by_counter(device):
 
 
 @pytest.mark.parametrize('device', DEVICES)
+def test_pinv_block_two_reads_per_step(device):
+    """`pinv_solve`'s block Krylov space between its Rayleigh–Ritz checks: two host reads per block step, one for
+    ‖V‖, the number of kept directions and their singular values (which also decide the second pass), one for the
+    products' finiteness and norm (the next step's threshold). The checks come once early and once at the end in
+    both runs (check_growth is huge), so the counts of 10 and 20 steps differ by the steps alone."""
+    from setsens.pinv import _block_krylov
+    A, B = _problem(device, p=120, r=110)                      # k = 3: 60 of 110 directions after 20 steps
+    filt = [lambda th, cut: torch.where(th.abs() > cut, 1/th, torch.zeros_like(th))]
+    def count(m):
+        with SyncCounter() as c:
+            out, conv, inv, steps, *_ = _block_krylov(lambda V: A @ V, B, filt, lambda r: 100*r, 0., m, check_growth=1e9)
+        assert steps == m and not bool(inv.any())
+        return c
+    c10, c20 = count(10), count(20)
+    assert c20.n - c10.n <= 2*10, (c20.n - c10.n, c20.names[-30:])
+
+
+@pytest.mark.parametrize('device', DEVICES)
 def test_pinv_lanczos_two_reads_per_step(device):
     """`pinv_solve`'s Lanczos (one Krylov space per column, in lockstep) between its convergence checks: two host reads
     per step, the stopping test and whether a column needs a second Gram–Schmidt pass (a step that takes one adds

@@ -139,3 +139,14 @@ def test_the_default_budget_is_2_gib_on_the_cpu():
     assert r.graph_cache is None
     with r.reusing(): assert r._room == 2**31
     with _risk(graph_cache=1234).reusing() as r2: assert r2._room == 1234
+
+
+def test_a_sharded_risk_reuses_its_local_graphs_and_cuda_defaults_to_a_quarter_of_free_memory(monkeypatch):
+    from types import SimpleNamespace
+    from setsens.distributed import DistributedRisk
+    r = _risk()
+    with DistributedRisk.reusing(SimpleNamespace(local=r)): assert r._reuse == 1   # the rank's own chunks
+    assert r._reuse == 0
+    monkeypatch.setattr(torch.cuda, 'mem_get_info', lambda d=None: (8*2**30, 80*2**30))
+    assert sr._room_for(None, torch.device('cuda')) == 2*2**30
+    assert sr._room_for(None, torch.device('cpu')) == 2**31 and sr._room_for(5.0, torch.device('cuda')) == 5.0

@@ -150,3 +150,23 @@ def test_a_sharded_risk_reuses_its_local_graphs_and_cuda_defaults_to_a_quarter_o
     monkeypatch.setattr(torch.cuda, 'mem_get_info', lambda d=None: (8*2**30, 80*2**30))
     assert sr._room_for(None, torch.device('cuda')) == 2*2**30
     assert sr._room_for(None, torch.device('cpu')) == 2**31 and sr._room_for(5.0, torch.device('cuda')) == 5.0
+
+
+def test_a_streamed_loader_and_a_function_risk_reuse_too(records):
+    "A DataLoader source (chunks re-read every product) and `Risk.from_function`: once per chunk, the same bits."
+    from torch.utils.data import DataLoader, TensorDataset
+    r = _risk()
+    b = torch.randn(r.p, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    loader = DataLoader(TensorDataset(r._X, r._Y), batch_size=8)
+    streamed = Risk(r.model, 'cross_entropy', loader)
+    x_off = minres(Risk(r.model, 'cross_entropy', loader, graph_cache=0).H, b, maxiter=20, warn=False)[0]
+    records[0] = 0
+    x_on = minres(streamed.H, b, maxiter=20, warn=False)[0]
+    assert records[0] == 4 and torch.equal(x_on, x_off)
+    A = torch.randn(6, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    fn = lambda prm, X, Y: torch.tanh(X @ prm['w']).pow(2).sum() + (prm['w'] @ A @ prm['w'])**2
+    f = Risk.from_function(fn, {'w': torch.randn(6, dtype=torch.float64)}, torch.randn(5, 6, dtype=torch.float64))
+    v = torch.ones(6, dtype=torch.float64)
+    records[0] = 0
+    with f.reusing(): h = [f.hvp(v) for _ in range(3)]
+    assert records[0] == 1 and all(torch.equal(h[0], x) for x in h) and torch.equal(h[0], f.hvp(v))

@@ -269,7 +269,7 @@ def memory_one(n, bs, mode, device, solve=0):
 def memory(args):
     print(f"\nPeak memory of one HVP ({args.mem_mode}) above the loaded model and data, each in a fresh process "
           f"({'peak RSS' if args.device == 'cpu' else 'max_memory_allocated'}); unchunked runs only up to n = {args.unchunked_max}.\n")
-    print(f"Rows 'in a solve': {args.mem_solve} products inside `risk.reusing()` (the default graph_cache, 2 GiB), as a solve takes "
+    print(f"Rows 'in a solve': {args.mem_solve} products inside `risk.reusing()` (the default graph_cache: 2 GiB, on CUDA a quarter of the free memory), as a solve takes "
           f"them; the CPU s columns are then those of the last product, which starts from the kept graphs.\n")
     print("| n | batch_size | products | peak MiB | CPU s | wall s | CPU s per 128 images | chunk graphs kept |")
     print("|---|---|---|---|---|---|---|---|")

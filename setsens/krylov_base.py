@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_krylov_base.ipynb #a253437f
 from __future__ import annotations
-import contextlib, os, sys, time, warnings
+import os, sys, time, warnings
 from dataclasses import dataclass, field
 from typing import Callable
 import numpy as np
@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 from fastcore.basics import patch
 from .core import check_tensor, check_same, check_positive, check_precision
-from .linalg import LinearOperator
+from .linalg import LinearOperator, reusing_of
 
 # %% auto #0
 __all__ = ['KrylovInfo', 'BlockOp', 'check_matrix', 'default_rtol', 'show_progress', 'check_rhs', 'check_start', 'check_options',
@@ -85,8 +85,7 @@ class BlockOp:
 
     def reusing(self):
         "The operator's `reusing()` context (a risk's graphs kept across the iterations); nothing for a matrix or a callable."
-        f = getattr(self, 'f', None)
-        return f.reusing() if isinstance(f, LinearOperator) else contextlib.nullcontext()
+        return reusing_of(getattr(self, 'f', None))
 
     def watch(self, X, Y):
         "Flag the columns where a finite input came back NaN/Inf (read by `krylov_solve`; no host sync)."

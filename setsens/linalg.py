@@ -9,7 +9,7 @@ import torch
 from .core import check_tensor, check_same, check_positive, check_precision, check_idx, doc_params
 
 # %% auto #0
-__all__ = ['LinearOperator', 'IdentityOperator', 'HessianOperator', 'MixedOperator', 'lanczos', 'minnorm_solve']
+__all__ = ['LinearOperator', 'IdentityOperator', 'reusing_of', 'HessianOperator', 'MixedOperator', 'lanczos', 'minnorm_solve']
 
 # %% ../nbs/03_linalg.ipynb #ef1667bd
 class LinearOperator:
@@ -72,6 +72,10 @@ class IdentityOperator(LinearOperator):
     def _matmat(self, V): return V
     def _adjoint(self): return self
 
+def reusing_of(op):
+    "`op.reusing()` for a `LinearOperator`; nothing for a matrix or a callable."
+    return op.reusing() if isinstance(op, LinearOperator) else contextlib.nullcontext()
+
 class _ScaledOperator(LinearOperator):
     "c·A."
     def __init__(self, A, c): super().__init__(A.shape, A.dtype, A.device); self.A, self.c = A, c
@@ -128,7 +132,7 @@ def lanczos(op, # symmetric operator v (p,) -> (p,)
     q = torch.randn(p, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
     Q, al, bt = [q/torch.linalg.vector_norm(q)], [], []
     eps = torch.finfo(dtype).eps
-    with (op.reusing() if isinstance(op, LinearOperator) else contextlib.nullcontext()):   # a risk's graphs reused
+    with reusing_of(op):                                     # a risk's graphs reused across the steps
         for j in range(max(1, min(int(steps), p))):
             w = op(Q[-1])
             a = torch.dot(Q[-1], w); al.append(a)

@@ -122,6 +122,9 @@ def test_operators_enter_their_risk_and_copies_start_fresh():
     with (r.H + 0.5*r.I).reusing(): assert r._reuse == 1
     with (3.0*r.H).T.reusing(): assert r._reuse == 1
     with r.J.reusing(): assert r._reuse == 0        # J's products record other graphs: nothing to keep
+    from setsens.linalg import reusing_of
+    with reusing_of(r.H): assert r._reuse == 1
+    with reusing_of(r.hvp), reusing_of(torch.eye(2)): assert r._reuse == 0   # a callable, a matrix: nothing
     with r.reusing():
         r.hvp(torch.ones(r.p, dtype=torch.float64))
         c = r.at(w=r.w.clone())

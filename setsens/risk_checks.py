@@ -4,6 +4,7 @@
 
 # %% ../nbs/06_risk_checks.ipynb #20f8247e
 from __future__ import annotations
+import math
 import torch
 from torch import nn
 from torch.func import functional_call, vjp, grad as fgrad
@@ -229,7 +230,7 @@ def _check_targets(self: RiskChecks, out):
 # %% ../nbs/06_risk_checks.ipynb #2c4f7e14
 @patch
 def _check_function(self: RiskChecks, f, out2, Xp, Yp, xn):
-    "The output (and loss) on the probe rows Xp (up to 4) is a function of (w, x): evaluated again, and in two chunks, it agrees to rounding (4096 ulps of its largest entry: float32 reordering passes, random masks or batch statistics do not). `out2` is the output on Xp[:2], reused as the first chunk."
+    "The output (and loss) on the probe rows Xp (up to 4) is a function of (w, x): evaluated again, and in two chunks, it agrees to rounding (4096 ulps of its largest entry, or of its sensitivity to the weights where large weights cancel: reordering passes, random masks or batch statistics do not). `out2` is the output on Xp[:2], reused as the first chunk."
     m, tol = Xp.shape[0], min(4096*torch.finfo(out2.dtype).eps, 0.05)
     out = f(Xp)
     self._check_buffers()
@@ -245,7 +246,12 @@ def _check_function(self: RiskChecks, f, out2, Xp, Yp, xn):
                          f"difference {float((again - out).abs().max()):.3g}, largest output {scale:.3g}), so the "
                          f"risk is not a function of (w, X): the model draws random numbers or keeps state; {fix}")
     if m < 2: return
-    h = 2 if m > 2 else 1
+    h, w = 2 if m > 2 else 1, self._w
+    if w.numel():        # rounding in W x is a relative change of W of a few ulps (backward error): where large weights cancel
+        d = math.sqrt(torch.finfo(w.dtype).eps)              # (saturated units) it moves the output by far more than ulps of it
+        u = 2*torch.rand(w.shape, generator=torch.Generator().manual_seed(0), dtype=w.dtype).to(w.device) - 1
+        moved = functional_call(self.model, (self._unflat(w*(1 + d*u)), self._frozen), (Xp,))
+        scale = max(scale, float((moved - out).abs().max())/d)
     try: split = torch.cat([out2 if h == 2 else f(Xp[:h]), f(Xp[h:])])
     except (RuntimeError, ValueError) as e:
         raise ValueError(f"model: a forward pass on {xn}[:{h}] and on {xn}[{h}:{m}] failed ({type(e).__name__}: "
@@ -253,7 +259,7 @@ def _check_function(self: RiskChecks, f, out2, Xp, Yp, xn):
                          f"row depends on the other rows evaluated with it; {fix}") from e
     if differs(split, out, scale):
         raise ValueError(f"model: {xn}[:{m}] evaluated in two chunks ({h} + {m - h} rows) gives other outputs than "
-                         f"in one (max difference {float((split - out).abs().max()):.3g}, largest output {scale:.3g}), "
+                         f"in one (max difference {float((split - out).abs().max()):.3g}, rounding scale {scale:.3g}), "
                          f"so a row's value depends on the rows that share its chunk (batch statistics) or on "
                          f"randomness, and the risk is not a function of (w, X); {fix}")
     l, l2 = self._loss_sum(out, Yp, m), self._loss_sum(out, Yp, m)

@@ -68,6 +68,9 @@ class AffineSet:
         else:
             U, S, _ = torch.linalg.svd(basis, full_matrices=False)
             self.singular_values, Q = S, U[:, S > self.rtol * S[0]]
+            # an SVD's singular vectors have arbitrary signs, which differ between LAPACK builds and CPUs; fix them (largest
+            # entry of each column positive) so that `sample` draws the same points everywhere
+            Q = Q*torch.where(Q.gather(0, Q.abs().argmax(0, keepdim=True)) < 0, -1., 1.).to(Q.dtype)
         self.point, self.basis = point, Q.contiguous()
     @property
     def dim(self) -> int: return self.basis.shape[1]

@@ -485,8 +485,10 @@ def test_reorthogonalisation_keeps_the_rank_and_the_solution(method):
     assert info.status == 'converged' and r - 2 <= info.rank_estimate <= r     # no ghost counted as an eigenvalue
     assert rel(x, expect) < 1e4*torch.finfo(f64).eps*1e6       # κ = 1e6 over the kept spectrum: ε·κ times a margin of 1e4
     steps = info.hvps if method == 'block' else int(info.iterations.max())
-    k = B.shape[1]                                              # ghosts would cost extra steps: at most r + 1 per column, or
-    assert r - 10 <= steps <= (r + 2*k if method == 'block' else r + 1)   # r + k (the range, B's k kernel parts) and a last block
+    k = B.shape[1]                                              # ghosts would cost extra steps: r + 1 per column in exact
+    # arithmetic, or r + k (the range, B's k kernel parts) and a last block; the step that ends a column is the one where β falls
+    # to the rounding level, which on some BLAS kernels comes a few steps after r + 1 (304 seen on an AVX-512 machine)
+    assert r - 10 <= steps <= (r + 2*k if method == 'block' else r + 10)
 
 
 def test_progress_bar_counts_hvp_columns(capfd):

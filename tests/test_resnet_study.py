@@ -222,7 +222,7 @@ def test_fit_last_layer_reaches_the_minimiser_from_the_pretrained_start():
     m = load_pretrained(dtype=torch.float64)
     X, Y = cifar10(n=32, dtype=torch.float64)
     w, gn = fit_last_layer(m, X, Y, weight_decay=1e-3)
-    assert gn <= 1e-12
+    assert gn <= 1e-11      # the rounding floor of ‖∇‖ here: 2.8e-12 on an AVX-512 machine (Newton cannot go below it)
     # the oracle: the same objective through the whole network by autograd, at w
     f = lambda w_: F.cross_entropy(torch.func.functional_call(m, {'linear.weight': w_[:640].view(10, 64),
                                                                   'linear.bias': w_[640:]}, (X,)), Y) + 0.5e-3*w_.pow(2).sum()

@@ -303,3 +303,39 @@ def test_sound_models_in_eval_mode_pass(kind, dtype):
         rtol = 1e-5 if dtype == torch.float32 else 1e-12
         torch.testing.assert_close(r.value(), R.detach(), rtol=rtol, atol=0)
         torch.testing.assert_close(r.grad(), gref, rtol=rtol, atol=rtol*float(gref.abs().max()))
+
+
+class OrderBySize(nn.Module):
+    """A linear layer whose sum runs in another order for 2 rows than for more (as a BLAS kernel may): the same function
+    of (w, x), other rounding. `couple` > 0 adds a genuine coupling of the rows (their mean)."""
+    def __init__(self, couple=0.):
+        super().__init__()
+        self.lin, self.couple = nn.Linear(3, 2), couple
+    def forward(self, x):
+        t = x[:, None, :]*self.lin.weight
+        s = t.sum(-1) if x.shape[0] > 2 else t.flip(-1).sum(-1)
+        return s + self.lin.bias + self.couple*x.mean(0).sum()
+
+
+def _cancelling(couple=0.):
+    "Weights of 1e8 that cancel to outputs of order 1 (x₂ ≈ x₁, x₃ ≈ x₁), as saturated units of an unregularised fit reach."
+    g = torch.Generator().manual_seed(0)
+    x1 = torch.randn(6, 1, generator=g, dtype=D)
+    X = torch.cat([x1, x1 + 1e-8*torch.randn(6, 1, generator=g, dtype=D), x1 + 3e-8*torch.randn(6, 1, generator=g, dtype=D)], 1)
+    m = OrderBySize(couple).double()
+    with torch.no_grad():
+        m.lin.weight.copy_(torch.tensor([[1e8, -1e8, 1.], [3e7, 1., -3e7]], dtype=D)); m.lin.bias.zero_()
+    return m, X, torch.randn(6, 2, generator=g, dtype=D)
+
+
+def test_rounding_amplified_by_cancelling_weights_is_not_batch_dependence():
+    """Issue: a saturated tanh MLP (weights 5e8, outputs of order 1) was refused as 'batch statistics' on a machine whose
+    BLAS picks another kernel for 2 rows than for 4. The probe's rounding scale now includes the output's sensitivity to a
+    relative change of the weights (the backward error of W x), so such rounding passes and a real coupling does not."""
+    m, X, Y = _cancelling()
+    with torch.no_grad(): out, split = m(X[:4]), torch.cat([m(X[:2]), m(X[2:4])])
+    assert float((split - out).abs().max()) > 1e4*torch.finfo(D).eps*float(out.abs().max())   # beyond the plain 4096 ulps
+    Risk(m, 'mse', X, Y)                                                                     # accepted
+    mc, X, Y = _cancelling(couple=1e-2)
+    with pytest.raises(ValueError, match='in two chunks \\(2 \\+ 2 rows\\) gives other outputs than in one'):
+        Risk(mc, 'mse', X, Y)

@@ -310,3 +310,19 @@ def test_screening_error_bound(n, d, offset, dtype):
     s = (A.double()[:, None, :] - B.double()[None, :, :]).square().sum(-1)
     ratio = ((na64[:, None] + T.double() - s).abs() / E[:, None]).max().item()
     assert ratio < 1
+
+
+def test_basis_signs_are_canonical_so_samples_do_not_depend_on_lapack():
+    """An SVD returns each singular vector up to sign, and LAPACK builds differ in the sign they return: a stored toy-study
+    sample (a line, so the sign decides which way each point goes) moved between two machines. The basis is canonical:
+    the largest entry of each column is positive, for any spanning set, so a line spanned by b or by −b draws the same points."""
+    for seed in range(10):
+        g = torch.Generator().manual_seed(seed)
+        B = torch.randn(6, 3, generator=g, dtype=torch.float64)
+        Q = AffineSet(torch.zeros(6, dtype=torch.float64), B).basis
+        assert (Q.gather(0, Q.abs().argmax(0, keepdim=True)) > 0).all(), seed
+    g = torch.Generator().manual_seed(0)
+    b, p0 = torch.randn(6, 1, generator=g, dtype=torch.float64), torch.randn(6, generator=g, dtype=torch.float64)
+    sa = AffineSet(p0, b).sample(4, radius=2., generator=torch.Generator().manual_seed(1))
+    sb = AffineSet(p0, -b).sample(4, radius=2., generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(sa, sb, rtol=0, atol=1e-13)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/16_attribution.ipynb #6889220c
 from __future__ import annotations
-import math, time, warnings
+import contextlib, math, time, warnings
 from dataclasses import dataclass, field
 import torch
 from torch.func import grad, grad_and_value, jacrev, vmap
@@ -14,7 +14,7 @@ from .pinv import pinv_solve, SolveInfo, check_solve_args, warn_ambiguous
 
 # %% auto #0
 __all__ = ['AttributionInfo', 'influence_scores', 'sensitivity_modulus', 'Poisoning', 'worst_poisoning', 'PoisoningAudit',
-           'poisoning_audit']
+           'poisoning_audit', 'LooInfo', 'loo_scores']
 
 # %% ../nbs/16_attribution.ipynb #96966b69
 def _row_fn(risk):
@@ -96,6 +96,17 @@ def _stationarity(risk, weight_decay, norms, s, stationary_tol, warn):
                          "is a solve regulariser and leaves the stationarity condition ∇R = 0)" if weight_decay == 0 else ""),
                       SetupWarning, stacklevel=3)
     return gn, ratio
+def _check_rows(risk, total=None):
+    "A `from_function` risk must be the mean of fn over single rows, else 'removing a point' is not defined; total: s·Σ_i ℓ_i(w̄) if known."
+    if risk._fn is None: return
+    if total is None:
+        f = lambda Xc, Yc: vmap(_row_fn(risk), in_dims=(None, 0, None if Yc is None else 0))(risk.w, Xc, Yc).sum()
+        total = _row_scale(risk)*sum(f(Xc, Yc) for _, Xc, Yc in risk._chunks())         # from_function: one chunk
+    R = risk.value()
+    if abs(float(total - R)) > math.sqrt(torch.finfo(risk.dtype).eps)*(abs(float(R)) + abs(float(total))):
+        raise ValueError(f"risk: fn(params, X, Y) = {float(R):.6g} is not the mean of fn over single rows "
+                         f"({float(total):.6g}): the risk couples its rows, so 'removing a point' is not defined")
+
 
 # %% ../nbs/16_attribution.ipynb #9ce9e9e6
 def influence_scores(risk, # a `setsens.risk.Risk` at a trained w̄ (per-example loss, or a `from_function` mean of rows)
@@ -145,11 +156,7 @@ def influence_scores(risk, # a `setsens.risk.Risk` at a trained w̄ (per-example
     for st, G, v in _train_row_grads(risk, chunk):
         S[:, st:st + G.shape[0]] = (G @ Z).T
         norms.append(torch.linalg.vector_norm(G, dim=1)); tot = tot + v.sum()
-    if risk._fn is not None:                                                    # from_function: R must be a mean of rows
-        R = risk.value()
-        if abs(float(s*tot - R)) > math.sqrt(torch.finfo(risk.dtype).eps)*(abs(float(R)) + abs(float(s*tot))):
-            raise ValueError(f"risk: fn(params, X, Y) = {float(R):.6g} is not the mean of fn over single rows "
-                             f"({float(s*tot):.6g}): the risk couples its rows, so 'removing a point' is not defined")
+    _check_rows(risk, s*tot)                                                    # from_function: R must be a mean of rows
     S = S*s if kind == 'remove' else -S                                         # remove: ε = −s in R + εℓ_i
     gn, ratio = _stationarity(risk, weight_decay, torch.cat(norms), s, stationary_tol, warn)
     return S, AttributionInfo(sinfo, gn, ratio, qn, pairs, kind, time.perf_counter() - t0)
@@ -321,3 +328,75 @@ def poisoning_audit(risk, # a `setsens.risk.Risk` on tensor data at a trained w�
                          cosine=float(d @ P.dw/(d.norm()*P.dw.norm()).clamp_min(torch.finfo(d.dtype).tiny)),
                          grad_norm=stat(risk.at(w=wt.to(risk.w), X=Xt))))
     return PoisoningAudit(moduli, rows, t, stat(risk))
+
+# %% ../nbs/16_attribution.ipynb #aacc024a
+@dataclass
+class LooInfo:
+    "What `loo_scores` did, per removed row."
+    dw: torch.Tensor # the one-Newton-step weight changes (p, k): w̄₋ᵢ ≈ w̄ + dw[:, j] for the j-th row of idx
+    linear: torch.Tensor # ∇q(w̄)ᵀ dw (m, k): the same steps with the query linearised at w̄
+    first_order: torch.Tensor # the first-order weight changes (H + μI)⁺ s∇ℓ_i (p, k), as `influence_scores` uses
+    solves: list # one `SolveInfo` per removed row: the solve with H − sH_i + μI
+    grad_norm: float # ‖∇R(w̄) + μw̄‖: the step assumes a stationary w̄
+    seconds: float = 0.
+
+class _LeaveOut:
+    "H − s∇²ℓ_i at w̄ as an operator `pinv_solve` can take (the Hessian of R − sℓ_i): one row's curvature taken out."
+    def __init__(self, risk, x, y):
+        self.risk, self.p, self.dtype, self.device, self.w = risk, risk.p, risk.dtype, risk.device, risk.w
+        f, s = _row_fn(risk), _row_scale(risk)
+        hv = lambda v: torch.func.jvp(grad(lambda w: f(w, x, y)), (risk.w,), (v,))[1]
+        self._row = lambda V: s*(hv(V) if V.ndim == 1 else vmap(hv, in_dims=1, out_dims=1)(V))
+    def hvp(self, V): return self.risk.hvp(V) - self._row(V)
+    def reusing(self): return self.risk.reusing()
+
+def _query_values(risk, query, w, chunk):
+    "The query's values (m,) at w: the callable, or the risk's loss on each test row."
+    if callable(query): return query(w).reshape(-1)
+    Xt, Yt = query
+    f = vmap(_row_fn(risk), in_dims=(None, 0, None if Yt is None else 0))
+    return torch.cat([f(w, Xt[s:s + chunk], None if Yt is None else Yt[s:s + chunk]) for s in range(0, Xt.shape[0], chunk)])
+
+
+# %% ../nbs/16_attribution.ipynb #922bc08c
+def loo_scores(risk, # a `setsens.risk.Risk` at a trained w̄ (as for `influence_scores`)
+               query, # q(w) -> (m,) or 0-d, or test data (X_test, Y_test) scored with the risk's loss (as for `influence_scores`)
+               idx, # the training rows to remove, one at a time (ints): one Krylov solve each
+               weight_decay: float=0., # μ ≥ 0: w̄ minimises R + (μ/2)‖w‖² (as for `influence_scores`)
+               damping: float=0., rank_rtol: float|None=None, rtol: float|None=None, maxiter: int|None=None, # each solve, as in `pinv_solve`
+               chunk: int=256, # test rows per `vmap` (test-data queries)
+               stationary_tol: float=0.1, # warn when ‖∇R(w̄) + μw̄‖ > stationary_tol · median ‖s∇ℓ_i‖ over idx
+               warn: bool=True, # warn on a non-converged solve or a non-stationary w̄
+              ) -> tuple[torch.Tensor, LooInfo]:
+    "Leave-one-out by one Newton step: q(w̄ + Δw_i) − q(w̄), Δw_i = (H − sH_i + μI)⁺ s∇ℓ_i, an (m, k) tensor and a `LooInfo`."
+    t0 = time.perf_counter()
+    check_precision(risk.dtype, 'risk', what='the Krylov solves')
+    weight_decay = check_positive(weight_decay, 'weight_decay', strict=False)
+    damping, rank_rtol, rtol, maxiter = check_solve_args(risk, damping, rank_rtol, rtol, maxiter)
+    chunk, stationary_tol = check_count(chunk, 'chunk'), check_positive(stationary_tol, 'stationary_tol')
+    K = torch.as_tensor(check_idx(idx, risk.n, 'idx'), dtype=torch.long)
+    _check_rows(risk)
+    Gq, test = _query_grads(risk, query, chunk)
+    if not bool((torch.linalg.vector_norm(Gq, dim=1) > 0).any()):
+        raise ValueError("query: its gradient with respect to the parameters is zero, so it does not depend on them")
+    query = query if test is None else test
+    s, (Xk, Yk) = _row_scale(risk), _rows(risk, K)
+    G = torch.cat([g for _, g, _ in _row_grads(risk, Xk, Yk, chunk)])                  # ∇ℓ_i (k, p)
+    kw = dict(damping=damping + weight_decay, rank_rtol=rank_rtol, rtol=rtol, maxiter=maxiter, warn=False)
+    D1, _ = pinv_solve(risk, s*G.T.contiguous(), **kw)                                  # first order, all rows at once
+    dw, solves = torch.empty_like(D1), []
+    with getattr(risk, 'reusing', contextlib.nullcontext)():                            # H's graphs, kept across the k solves
+        for j in range(len(K)):
+            dw[:, j], info = pinv_solve(_LeaveOut(risk, Xk[j], None if Yk is None else Yk[j]), s*G[j], **kw)
+            solves.append(info)
+    bad = [int(K[j]) for j, i_ in enumerate(solves) if i_.status != 'converged']
+    if warn and bad:
+        warnings.warn(f"loo_scores: the solve with H − sH_i did not converge for rows {bad[:10]}{'…' if len(bad) > 10 else ''}; "
+                      f"their scores are approximate (info.solves says how far); raise maxiter", RuntimeWarning, stacklevel=2)
+    if warn: warn_ambiguous(max(solves, key=lambda i_: i_.ambiguous_kept), 'loo_scores')
+    with torch.no_grad():
+        q0 = _query_values(risk, query, risk.w, chunk)
+        S = torch.stack([_query_values(risk, query, risk.w + dw[:, j], chunk) - q0 for j in range(len(K))], 1)
+    gn, _ = _stationarity(risk, weight_decay, torch.linalg.vector_norm(G, dim=1), s, stationary_tol, warn)
+    return S, LooInfo(dw, Gq @ dw, D1, solves, gn, time.perf_counter() - t0)
+

@@ -336,6 +336,7 @@ class LooInfo:
     dw: torch.Tensor # the one-Newton-step weight changes (p, k): w̄₋ᵢ ≈ w̄ + dw[:, j] for the j-th row of idx
     linear: torch.Tensor # ∇q(w̄)ᵀ dw (m, k): the same steps with the query linearised at w̄
     first_order: torch.Tensor # the first-order weight changes (H + μI)⁺ s∇ℓ_i (p, k), as `influence_scores` uses
+    step_ratio: torch.Tensor # ‖dw‖/‖first_order‖ per row (k,): 1/(1 − h_i) for a rank-one row Hessian (the leverage); far from 1, the one-step model is stretched
     solves: list # one `SolveInfo` per removed row: the solve with H − sH_i + μI
     grad_norm: float # ‖∇R(w̄) + μw̄‖: the step assumes a stationary w̄
     seconds: float = 0.
@@ -398,5 +399,6 @@ def loo_scores(risk, # a `setsens.risk.Risk` at a trained w̄ (as for `influence
         q0 = _query_values(risk, query, risk.w, chunk)
         S = torch.stack([_query_values(risk, query, risk.w + dw[:, j], chunk) - q0 for j in range(len(K))], 1)
     gn, _ = _stationarity(risk, weight_decay, torch.linalg.vector_norm(G, dim=1), s, stationary_tol, warn)
-    return S, LooInfo(dw, Gq @ dw, D1, solves, gn, time.perf_counter() - t0)
+    ratio = torch.linalg.vector_norm(dw, dim=0)/torch.linalg.vector_norm(D1, dim=0).clamp_min(torch.finfo(dw.dtype).tiny)
+    return S, LooInfo(dw, Gq @ dw, D1, ratio, solves, gn, time.perf_counter() - t0)
 

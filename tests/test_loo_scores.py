@@ -74,6 +74,8 @@ def test_exact_on_a_quadratic_with_weight_decay():
     for j, i in enumerate([3, 11]):
         k = torch.arange(25) != i
         assert rel(S[:, j], torch.linalg.solve(A(X[k]), X[k].T @ Y[k]/25) - w) < 1e-11
+        lev = float(X[i] @ torch.linalg.solve(A(X), X[i]))/25                  # the leverage of row i (c = 1, u = x_i)
+        assert abs(float(info.step_ratio[j]) - 1/(1 - lev)) < 1e-10
 
 
 def test_singular_hessian_gives_the_minimum_norm_step():

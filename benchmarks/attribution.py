@@ -259,7 +259,8 @@ def part_b(a):
           f"{err(nt):.3f} | {a.loo} | {t_nt:.1f} | {max(gns):.1e} |")
     print(f"\nloo_scores: {a.loo} solves with H − sH_i, at most {max(int(i_.iterations.max()) for i_ in i_nt.solves)} Lanczos "
           f"steps, normal residual ≤ {max(float(i_.normres.max()) for i_ in i_nt.solves):.1e}; the Newton step with the query "
-          f"linearised: Pearson {pearson(i_nt.linear[0].numpy(), actual):.4f}")
+          f"linearised: Pearson {pearson(i_nt.linear[0].numpy(), actual):.4f}; trust-region ratio ρ "
+          f"{float(i_nt.rho.min()):.4f} … {float(i_nt.rho.max()):.4f}")
 
 
 def part_c(a):
@@ -377,13 +378,19 @@ def part_d(a):
     print(f"| LOO, mean test loss: Pearson / Spearman over {len(idx)} removals | {pearson(pm, am):.4f} / {spearman(pm, am):.4f} | "
           f"{pearson(pn, am):.4f} / {spearman(pn, am):.4f} |")
     print(f"| LOO, per test point: Spearman over the removals, mean over {nt} test points | {per_pt:.4f} | {per_pt_n:.4f} |")
+    far = i_nt.rho < 0.25                                                    # warned: the step left its quadratic model
+    pmix = torch.where(far, S[:, idx], Sn).mean(0)
+    print(f"| LOO, mean test loss, first order on the {int(far.sum())} rows `loo_scores` warned about (ρ < 1/4), "
+          f"`loo_scores` on the rest: Pearson / Spearman | – | {pearson(pmix, am):.4f} / {spearman(pmix, am):.4f} |")
     print(f"| LDS, per test point (dattri's definition), {a.lds} random halves | {lds:.4f} | – |")
     print(f"| LDS, mean test loss, {a.lds} random halves | {lds_mean:.4f} | – |")
     print(f"\nloo_scores: {len(idx)} solves in {t_nt:.1f} s, at most {max(int(i_.iterations.max()) for i_ in i_nt.solves)} Lanczos "
           f"steps, normal residual ≤ {max(float(i_.normres.max()) for i_ in i_nt.solves):.1e}; rel. error of the mean-test-loss "
           f"change {float((pn - am).norm()/am.norm()):.3f} (first order {float((pm - am).norm()/am.norm()):.3f}); "
           f"‖predicted − re-trained shift‖/‖re-trained shift‖ over the removals, median / max: Newton step "
-          f"{float(dn.median()):.3f} / {float(dn.max()):.3f}, first order {float(d1.median()):.3f} / {float(d1.max()):.3f}")
+          f"{float(dn.median()):.3f} / {float(dn.max()):.3f}, first order {float(d1.median()):.3f} / {float(d1.max()):.3f}; "
+          f"trust-region ratio ρ {float(i_nt.rho.min()):.3f} … {float(i_nt.rho.max()):.3f}, warned rows {idx[far].tolist()}, "
+          f"ρ ≥ {float(i_nt.rho[~far].min()):.3f} on the others")
 
 
 def part_e(a):

@@ -337,6 +337,8 @@ class LooInfo:
     linear: torch.Tensor # ∇q(w̄)ᵀ dw (m, k): the same steps with the query linearised at w̄
     first_order: torch.Tensor # the first-order weight changes (H + μI)⁺ s∇ℓ_i (p, k), as `influence_scores` uses
     step_ratio: torch.Tensor # ‖dw‖/‖first_order‖ per row (k,): 1/(1 − h_i) for a rank-one row Hessian (the leverage); far from 1, the one-step model is stretched
+    model_decrease: torch.Tensor # per row (k,): the decrease of F_i = R − sℓ_i + (μ/2)‖w‖² that its quadratic model at w̄ predicts for the step
+    rho: torch.Tensor # per row (k,): F_i's actual decrease over `model_decrease` (the trust-region ratio); ≈ 1 where the model holds, < 1/4 is warned; NaN below F_i's rounding
     solves: list # one `SolveInfo` per removed row: the solve with H − sH_i + μI
     grad_norm: float # ‖∇R(w̄) + μw̄‖: the step assumes a stationary w̄
     seconds: float = 0.
@@ -346,10 +348,20 @@ class _LeaveOut:
     def __init__(self, risk, x, y):
         self.risk, self.p, self.dtype, self.device, self.w = risk, risk.p, risk.dtype, risk.device, risk.w
         f, s = _row_fn(risk), _row_scale(risk)
+        self.f, self.s, self.x, self.y, self.g = f, s, x, y, grad(lambda w: f(w, x, y))(risk.w)   # g: ∇ℓ_i(w̄)
         hv = lambda v: torch.func.jvp(grad(lambda w: f(w, x, y)), (risk.w,), (v,))[1]
         self._row = lambda V: s*(hv(V) if V.ndim == 1 else vmap(hv, in_dims=1, out_dims=1)(V))
     def hvp(self, V): return self.risk.hvp(V) - self._row(V)
     def reusing(self): return self.risk.reusing()
+    def ratio(self, d, g0, R0, mu):
+        "(predicted decrease of F_i's quadratic model for the step d, actual over predicted); g0 = ∇R(w̄) + μw̄, R0 = R(w̄)."
+        F = lambda w, R: R - self.s*self.f(w, self.x, self.y) + 0.5*mu*w.pow(2).sum()
+        pred = float(-(g0 - self.s*self.g) @ d - 0.5*d @ (self.hvp(d) + mu*d))
+        F0 = F(self.w, R0)
+        try: drop = float(F0 - F(self.w + d, self.risk.at(w=self.w + d).value()))
+        except ValueError: drop = -math.inf                                        # R is not finite at the step
+        tiny = 1e3*torch.finfo(self.dtype).eps*max(abs(float(R0)), abs(float(F0)))   # below it, F_i's change is rounding
+        return pred, (drop/pred if abs(pred) > tiny else math.nan)
 
 def _query_values(risk, query, w, chunk):
     "The query's values (m,) at w: the callable, or the risk's loss on each test row."
@@ -367,7 +379,7 @@ def loo_scores(risk, # a `setsens.risk.Risk` at a trained w̄ (as for `influence
                damping: float=0., rank_rtol: float|None=None, rtol: float|None=None, maxiter: int|None=None, # each solve, as in `pinv_solve`
                chunk: int=256, # test rows per `vmap` (test-data queries)
                stationary_tol: float=0.1, # warn when ‖∇R(w̄) + μw̄‖ > stationary_tol · median ‖s∇ℓ_i‖ over idx
-               warn: bool=True, # warn on a non-converged solve or a non-stationary w̄
+               warn: bool=True, # warn on a non-converged solve, a non-stationary w̄, or a step its quadratic model does not fit (rho < 1/4)
               ) -> tuple[torch.Tensor, LooInfo]:
     "Leave-one-out by one Newton step: q(w̄ + Δw_i) − q(w̄), Δw_i = (H − sH_i + μI)⁺ s∇ℓ_i, an (m, k) tensor and a `LooInfo`."
     t0 = time.perf_counter()
@@ -385,20 +397,24 @@ def loo_scores(risk, # a `setsens.risk.Risk` at a trained w̄ (as for `influence
     G = torch.cat([g for _, g, _ in _row_grads(risk, Xk, Yk, chunk)])                  # ∇ℓ_i (k, p)
     kw = dict(damping=damping + weight_decay, rank_rtol=rank_rtol, rtol=rtol, maxiter=maxiter, warn=False)
     D1, _ = pinv_solve(risk, s*G.T.contiguous(), **kw)                                  # first order, all rows at once
-    dw, solves = torch.empty_like(D1), []
+    dw, solves, tr = torch.empty_like(D1), [], []
+    g0, R0 = risk.grad() + weight_decay*risk.w, risk.value()
     with getattr(risk, 'reusing', contextlib.nullcontext)():                            # H's graphs, kept across the k solves
         for j in range(len(K)):
-            dw[:, j], info = pinv_solve(_LeaveOut(risk, Xk[j], None if Yk is None else Yk[j]), s*G[j], **kw)
-            solves.append(info)
+            op = _LeaveOut(risk, Xk[j], None if Yk is None else Yk[j])
+            dw[:, j], info = pinv_solve(op, s*G[j], **kw)
+            solves.append(info); tr.append(op.ratio(dw[:, j], g0, R0, weight_decay))   # one more product: the model's curvature
+    far = [int(K[j]) for j, (pred, rho) in enumerate(tr) if pred < 0 or rho < 0.25]     # NaN (rounding) is not flagged
     bad = [int(K[j]) for j, i_ in enumerate(solves) if i_.status != 'converged']
-    if warn and bad:
-        warnings.warn(f"loo_scores: the solve with H − sH_i did not converge for rows {bad[:10]}{'…' if len(bad) > 10 else ''}; "
-                      f"their scores are approximate (info.solves says how far); raise maxiter", RuntimeWarning, stacklevel=2)
+    for rows, msg in ((bad, "the solve with H − sH_i did not converge for rows {}: their scores are approximate (info.solves says how far); raise maxiter"),
+                      (far, "for rows {} F_i = R − sℓ_i + (μ/2)‖w‖² fell by less than 1/4 of what its quadratic model predicts for the step "
+                            "(info.rho): these scores can be far off; check them by re-training, or use first order")):
+        if warn and rows: warnings.warn("loo_scores: " + msg.format(f"{rows[:10]}{'…' if len(rows) > 10 else ''}"), RuntimeWarning, stacklevel=2)
     if warn: warn_ambiguous(max(solves, key=lambda i_: i_.ambiguous_kept), 'loo_scores')
     with torch.no_grad():
         q0 = _query_values(risk, query, risk.w, chunk)
         S = torch.stack([_query_values(risk, query, risk.w + dw[:, j], chunk) - q0 for j in range(len(K))], 1)
     gn, _ = _stationarity(risk, weight_decay, torch.linalg.vector_norm(G, dim=1), s, stationary_tol, warn)
     ratio = torch.linalg.vector_norm(dw, dim=0)/torch.linalg.vector_norm(D1, dim=0).clamp_min(torch.finfo(dw.dtype).tiny)
-    return S, LooInfo(dw, Gq @ dw, D1, ratio, solves, gn, time.perf_counter() - t0)
+    return S, LooInfo(dw, Gq @ dw, D1, ratio, *(torch.tensor(v, dtype=dw.dtype) for v in zip(*tr)), solves, gn, time.perf_counter() - t0)
 

@@ -76,6 +76,37 @@ def test_exact_on_a_quadratic_with_weight_decay():
         assert rel(S[:, j], torch.linalg.solve(A(X[k]), X[k].T @ Y[k]/25) - w) < 1e-11
         lev = float(X[i] @ torch.linalg.solve(A(X), X[i]))/25                  # the leverage of row i (c = 1, u = x_i)
         assert abs(float(info.step_ratio[j]) - 1/(1 - lev)) < 1e-10
+    assert float((info.rho - 1).abs().max()) < 1e-8                        # a quadratic F_i is its own model
+
+
+def test_rho_against_the_dense_model():
+    "info.model_decrease and info.rho from F_i = R − sℓ_i, its gradient and Hessian at w̄ by dense autograd."
+    r, f, _, X, Y = _softmax_regression(n=40, lam=1e-3, seed=1)
+    idx = [0, 9, 33]
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')                                      # no warning on a convex problem
+        _, info = loo_scores(r, lambda w: w.sum(), idx)
+    for j, i in enumerate(idx):
+        Fi = lambda w: f(w, X, Y) - f(w, X[i:i + 1], Y[i:i + 1])/40           # ℓ_i includes the L2 term, as each row of f does
+        d = info.dw[:, j]
+        pred = -(grad(Fi)(r.w) @ d + 0.5*d @ hessian(Fi)(r.w) @ d)
+        assert abs(float(info.model_decrease[j] - pred)) < 1e-10*float(pred)
+        assert abs(float(info.rho[j]) - float((Fi(r.w) - Fi(r.w + d))/pred)) < 1e-8
+        assert 0.5 < float(info.rho[j]) < 1.5
+
+
+def test_warns_where_the_quadratic_model_does_not_fit():
+    "R(w) = εw²/2 + w⁴/4 from three rows, two of them ±3w: removing one leaves F = εw²/2 + w⁴/4 ∓ w, whose Newton step 1/ε overshoots."
+    eps = 0.01
+    fn = lambda P, X_, Y_: (3*(X_[:, 0]*(eps/2*P['w'][0]**2 + P['w'][0]**4/4) + X_[:, 1]*P['w'][0])).mean()
+    X = torch.tensor([[1., 0.], [0., 1.], [0., -1.]], dtype=f64)
+    r = Risk.from_function(fn, {'w': torch.zeros(1, dtype=f64)}, X, torch.zeros(3, dtype=f64))
+    with pytest.warns(RuntimeWarning, match=r'rows \[1, 2\] F_i'):
+        S, info = loo_scores(r, lambda w: w, [1, 2])
+    assert torch.allclose(S[0], torch.tensor([1/eps, -1/eps], dtype=f64), rtol=1e-10)
+    F = lambda w: eps/2*w**2 + w**4/4 - w                                  # row 1 removed, analytically
+    assert abs(float(info.model_decrease[0]) - 1/(2*eps)) < 1e-8
+    assert abs(float(info.rho[0]) - (F(0.) - F(1/eps))*2*eps) < 1e-6*abs((F(0.) - F(1/eps))*2*eps)
 
 
 def test_singular_hessian_gives_the_minimum_norm_step():

@@ -18,6 +18,10 @@ Sections, each measured side by side in one process (contenders interleaved, med
    part spent in HVPs, HVP columns, status and the normal residual, and the two solutions' agreement.
 5. **The notebooks' `#| gpu` cells**: every notebook with such a cell, run by `nbdev_test --flags gpu --path ...`
    within what is left of the time budget (`--dry-run` lists them without running them).
+6. **`torch.compile` of the HVP** (`benchmarks/hvp_compile.py`, if budget is left): the forward-over-reverse and the
+   reverse-over-reverse product on 128 images compiled by Inductor, against the eager default as one call and as
+   replayed in a solve. On CPU, compiling did not pay (chapter 07); this asks the same of the GPU. `--dry-run` runs the
+   eager rows at toy size and compiles nothing (a compile takes minutes).
 
 Every section checks its own numbers (finite, the solver's residual reported, HVP modes agreeing to float32 rounding)
 and a failed section is a row saying why, not a crash; the exit status is non-zero if any section failed.
@@ -223,6 +227,17 @@ def gpu_cells_section(S, dev, md, dry, deadline):
     if failed: raise AssertionError(f"gpu cells failed: {failed}")
 
 
+def compile_section(S, dev, md, dry):
+    import contextlib, importlib.util, io
+    spec = importlib.util.spec_from_file_location('hvp_compile_bench', ROOT/'benchmarks'/'hvp_compile.py')
+    hc = importlib.util.module_from_spec(spec); spec.loader.exec_module(hc)
+    md.append("## 6. `torch.compile` of the HVP\n")
+    args = ['--device', str(dev), '--n', str(S['k_n']), '--reps', str(S['k_reps'])]
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf): hc.main(args + (['--modes'] if dry else ['--modes', 'fwd_rev', 'rev_rev']))
+    md.append(buf.getvalue() + ("\n(dry run: nothing compiled)\n" if dry else ""))
+
+
 def pinv_section(S, dev, md):
     import importlib.util
     spec = importlib.util.spec_from_file_location('pinv_large_bench', ROOT/'benchmarks'/'pinv_large.py')
@@ -252,7 +267,7 @@ def main(argv=None):
     ap.add_argument('--dry-run', action='store_true', help='toy sizes, CPU, gpu cells listed not run (for CI)')
     ap.add_argument('--out', default=None, help='markdown file to write (default: $OUT/gpu_suite.md or ./gpu_suite.md)')
     ap.add_argument('--budget', type=float, default=480., help='seconds; sections that would start after it are skipped')
-    ap.add_argument('--only', nargs='*', default=None, help='section numbers to run (1-5)')
+    ap.add_argument('--only', nargs='*', default=None, help='section numbers to run (1-6)')
     a = ap.parse_args(argv)
     dev = torch.device(a.device or ('cpu' if a.dry_run or not torch.cuda.is_available() else 'cuda'))
     if dev.type == 'cuda' and not torch.cuda.is_available(): ap.error("--device cuda: CUDA is not available here")
@@ -263,7 +278,8 @@ def main(argv=None):
     md = [f"# setsens GPU suite{' (dry run, toy sizes)' if a.dry_run else ''}\n",
           f"Device: {dev.type} ({name}); torch {torch.__version__}; float32; sizes {S}.\n"]
     sections = [('1', hvp_section), ('2', rhs_section), ('3', table1_section),
-                ('4', pinv_section), ('5', lambda S, dev, md: gpu_cells_section(S, dev, md, a.dry_run, deadline))]
+                ('4', pinv_section), ('5', lambda S, dev, md: gpu_cells_section(S, dev, md, a.dry_run, deadline)),
+                ('6', lambda S, dev, md: compile_section(S, dev, md, a.dry_run))]
     failed = []
     for key, fn in sections:
         if a.only and key not in a.only: continue

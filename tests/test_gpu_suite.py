@@ -11,7 +11,8 @@ def test_gpu_suite_dry_run(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**__import__('os').environ, 'OMP_NUM_THREADS': '1'})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     md = out.read_text()
-    for head in ('## 1. One HVP', '## 2. k = 2 right-hand sides', '## 3. Table 1', "## 4. `pinv_solve` at dattri's MLP size", "## 5. The notebooks' `#| gpu` cells"):
+    for head in ('## 1. One HVP', '## 2. k = 2 right-hand sides', '## 3. Table 1', "## 4. `pinv_solve` at dattri's MLP size", "## 5. The notebooks' `#| gpu` cells",
+                 '## 6. `torch.compile` of the HVP'):
         assert head in md, head
     assert 'failed' not in md.split('Total:')[0].lower()
     # section 1: every HVP mode has a row with a finite ratio to one gradient and an error against the float64 oracle
@@ -28,3 +29,7 @@ def test_gpu_suite_dry_run(tmp_path):
     # section 4: both solves, finite, and their agreement printed
     t4 = md.split('## 4.')[1].split('## 5.')[0]
     assert len([l for l in t4.splitlines() if re.match(r'\| (block|lanczos) \| \d', l)]) == 2 and '‖X_block − X_lanczos‖' in t4
+    # section 6: the eager rows at toy size (nothing compiled in a dry run), each with a finite ratio to one gradient
+    t6 = md.split('## 6.')[1].split('Total:')[0]
+    rows = [l for l in t6.splitlines() if l.startswith('| gradient') or l.startswith('| HVP')]
+    assert len(rows) == 3 and all(0 < float(l.split('|')[3]) < 100 for l in rows) and 'nothing compiled' in t6, t6

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 # %% auto #0
 __all__ = ['data_dir', 'check_is_tensor', 'check_tensor', 'check_precision', 'check_same', 'check_positive', 'check_count',
            'check_size', 'check_kind', 'check_real', 'check_xy', 'check_params', 'check_idx', 'doc_params', 'in_test',
-           'default_device', 'progress', 'moved', 'BytesCreated', 'atomic_write']
+           'default_device', 'progress', 'moved', 'BytesCreated', 'AffineBatchNorm', 'atomic_write']
 
 # %% ../nbs/00_core.ipynb #1f61bd51
 def _candidates(start: Path):
@@ -290,6 +290,26 @@ class BytesCreated(TorchDispatchMode):
     def kept(self) -> int:
         "Bytes of the new storages still referenced now."
         return sum(n for w, n in self._made if not w.expired())
+
+# %% ../nbs/00_core.ipynb #08cc7471
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+_BN_ARGS = inspect.signature(F.batch_norm)
+
+class AffineBatchNorm(TorchFunctionMode):
+    "Within `with AffineBatchNorm():`, eval-mode `F.batch_norm` (running statistics) runs as x·s + t: the same function, with cheaper second derivatives."
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is not F.batch_norm: return func(*args, **kwargs)
+        a = _BN_ARGS.bind(*args, **kwargs); a.apply_defaults(); a = a.arguments
+        if a['training'] or a['running_mean'] is None or a['running_var'] is None: return func(*args, **kwargs)
+        x, s = a['input'], torch.rsqrt(a['running_var'] + a['eps'])
+        if a['weight'] is not None: s = s*a['weight']
+        t = -a['running_mean']*s
+        if a['bias'] is not None: t = t + a['bias']
+        shape = (1, -1) + (1,)*(x.ndim - 2)
+        return torch.addcmul(t.view(shape), x, s.view(shape))
 
 # %% ../nbs/00_core.ipynb #e3e02c7d
 import contextlib, tempfile

@@ -16,7 +16,7 @@ from torch.utils.data.distributed import DistributedSampler
 from torch.func import functional_call, jvp, vjp, vmap, grad as fgrad, grad_and_value
 from torch.autograd.function import once_differentiable
 from fastcore.basics import patch, patch_to
-from .core import check_is_tensor, check_size, check_tensor, check_same, check_positive, check_idx, doc_params, BytesCreated
+from .core import check_is_tensor, check_size, check_tensor, check_same, check_positive, check_idx, doc_params, BytesCreated, AffineBatchNorm
 from .losses import (LOSSES, mse, resolve_loss, REDUCTIONS, check_reduction, stated_reduction, target_rule,
                              bad_labels, as_labels, class_loss, elementwise_sum, target_count)
 from .risk_data import RiskData
@@ -275,11 +275,11 @@ def _tr(out, batched):
 
 _room_for = lambda b, d: b if b is not None else (torch.cuda.mem_get_info(d)[0]/4 if d.type == 'cuda' else 2.**31)   # None: 2 GiB; CUDA: ¼ of what is free
 def _recorded(self: Risk, g, w, key):
-    "A chunk's `vjp` closure and loss value, kept for \"rev_rev_cached\", or inside `reusing()` while it fits the room left."
-    if self.hvp_mode == 'rev_rev_cached': self._cache[key] = hit = vjp(g, w, has_aux=True)[1:]; return hit
-    if not (self._reuse and self._room > 0): return vjp(g, w, has_aux=True)[1:]
-    with BytesCreated() as made: hit = vjp(g, w, has_aux=True)[1:]
-    if (b := made.kept()) <= self._room: self._cache[key], self._room = hit, self._room - b
+    "A chunk's `vjp` closure and loss value, kept for \"rev_rev_cached\", or inside `reusing()` while it fits the room left; a graph to keep records eval-mode BatchNorm as x·s + t (`AffineBatchNorm`: cheaper to replay)."
+    if not (self.hvp_mode == 'rev_rev_cached' or (self._reuse and self._room > 0)): return vjp(g, w, has_aux=True)[1:]
+    with BytesCreated() as made, AffineBatchNorm(): hit = vjp(g, w, has_aux=True)[1:]
+    if self.hvp_mode == 'rev_rev_cached': self._cache[key] = hit
+    elif (b := made.kept()) <= self._room: self._cache[key], self._room = hit, self._room - b
     else: self._room = 0   # this chunk and the later ones are recorded per product: memory ≤ graph_cache + one chunk's graph
     return hit
 

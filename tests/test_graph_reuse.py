@@ -1,6 +1,7 @@
 """Issue 17: a solve reuses each chunk's recorded gradient graph (`Risk.reusing`, `graph_cache` bytes), with the same bits.
 
-The products inside `risk.reusing()` must equal the products outside it exactly (the same ops on the same tensors), the
+The products inside `risk.reusing()` must equal the products outside it exactly (the same ops on the same tensors; for a
+model with eval-mode BatchNorm, a kept graph records it as x·s + t and the products agree to rounding), the
 solvers must record each chunk once per solve instead of once per product, the byte budget must bound what is kept,
 and leaving the context (also by an exception) must free the graphs.
 """
@@ -173,3 +174,34 @@ def test_a_streamed_loader_and_a_function_risk_reuse_too(records):
     records[0] = 0
     with f.reusing(): h = [f.hvp(v) for _ in range(3)]
     assert records[0] == 1 and all(torch.equal(h[0], x) for x in h) and torch.equal(h[0], f.hvp(v))
+
+
+def test_a_kept_graph_records_eval_batchnorm_as_an_affine_map(monkeypatch):
+    "Inside a solve, a graph that is kept is recorded with eval-mode BatchNorm as x·s + t (`AffineBatchNorm`, cheaper to\n    replay); single products keep PyTorch's fused kernel. Both are the exact Hessian: equal to the dense one, and to\n    each other to rounding (not bit for bit, as products of BatchNorm-free models are)."
+    import torch.nn.functional as F
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.Tanh(), nn.Flatten(), nn.Linear(48, 3)).double()
+        with torch.no_grad():
+            bn = model[1]; bn.running_mean.uniform_(-1, 1); bn.running_var.uniform_(0.5, 2); bn.weight.uniform_(0.5, 2); bn.bias.uniform_(-1, 1)
+    model.eval()
+    g = torch.Generator().manual_seed(2)
+    X, Y = torch.randn(16, 2, 4, 4, generator=g, dtype=torch.float64), torch.randint(0, 3, (16,), generator=g)
+    r = Risk(model, 'cross_entropy', X, Y, batch_size=8)                      # 2 chunks, one BatchNorm each
+    calls = [0]
+    class Counting(sr.AffineBatchNorm):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            calls[0] += func is F.batch_norm
+            return super().__torch_function__(func, types, args, kwargs)
+    monkeypatch.setattr(sr, 'AffineBatchNorm', Counting)
+    loss = lambda w: F.cross_entropy(torch.func.functional_call(model, r.unflatten(w), (X,)), Y)
+    H = torch.func.hessian(loss)(r.w)                                          # the fused kernel, dense
+    V = torch.randn(r.p, 2, generator=g, dtype=torch.float64)
+    h_out = r.hvp(V)
+    assert calls[0] == 0                                                       # single products: PyTorch's kernel
+    with r.reusing():
+        h_in, h_in2 = r.hvp(V), r.hvp(V)
+    assert calls[0] == 2                                                       # each chunk recorded once, affine
+    rel = lambda a, b: float((a - b).norm()/b.norm())
+    assert rel(h_out, H @ V) < 1e-12 and rel(h_in, H @ V) < 1e-12 and rel(h_in, h_out) < 1e-13
+    assert torch.equal(h_in, h_in2)

@@ -16,13 +16,13 @@ Usage:  .venv/bin/python benchmarks/hvp.py [--n 128] [--reps 5] [--threads 1] [-
 Needs `curvlinops-for-pytorch` for the curvlinops row (skipped with a note when missing).
 Times are quoted both as process CPU time (robust on a shared machine) and wall-clock time.
 """
-import argparse, inspect, json, os, resource, statistics, subprocess, sys, time
+import argparse, json, os, resource, statistics, subprocess, sys, time
 import torch
 import torch.nn.functional as F
-from torch.overrides import TorchFunctionMode
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 from setsens.risk import Risk
+from setsens.core import AffineBatchNorm
 
 
 # ----------------------------------------------------------------------------------------- model and data
@@ -75,20 +75,7 @@ def _local_load(n, device, dtype):
     return model.to(device=device, dtype=dtype).eval(), ((X - mean)/std).to(device), torch.tensor(y).to(device)
 
 
-class EvalBatchNormAsAffine(TorchFunctionMode):
-    "Ablation: evaluate eval-mode F.batch_norm as x*s + t (s = gamma/sqrt(var + eps), t = beta - mean*s)."
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is F.batch_norm:
-            b = inspect.signature(F.batch_norm).bind(*args, **kwargs); b.apply_defaults(); a = b.arguments
-            if not a['training'] and a['running_mean'] is not None:
-                x, s = a['input'], torch.rsqrt(a['running_var'] + a['eps'])
-                if a['weight'] is not None: s = s*a['weight']
-                t = -a['running_mean']*s
-                if a['bias'] is not None: t = t + a['bias']
-                shape = (1, -1) + (1,)*(x.ndim - 2)
-                return torch.addcmul(t.view(shape), x, s.view(shape))
-        return func(*args, **kwargs)
+EvalBatchNormAsAffine = AffineBatchNorm   # the ablation's mode is the library's (setsens.core), applied to every evaluation
 
 
 class AffineBNRisk(Risk):

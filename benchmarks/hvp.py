@@ -1,9 +1,10 @@
 """Hessian-vector products of setsens.risk.Risk on the real pretrained ResNet-56 and real CIFAR-10 images.
 
 Prints one table of ratios, measured side by side in one run (contenders interleaved, repeated, medians):
-  * time of one gradient, of one HVP in each `hvp_mode` (and an ablation with eval-mode BatchNorm written as
-    an explicit affine map), of curvlinops' `HessianLinearOperator` matvec and (--linearize) of a
-    `torch.func.linearize`d gradient;
+  * time of one gradient, of one HVP in each `hvp_mode` (and two ablations: eval-mode BatchNorm written as
+    an explicit affine map, not folded into the convolution; products recorded without `FastSecondOrder`, with
+    PyTorch's own double backward), of curvlinops' `HessianLinearOperator` matvec and (--linearize) of a
+    `torch.func.linearize`d gradient; the mixed products J ΔX and Jᵀ u against one HVP;
   * k = 4 right-hand sides at once (vmap) vs a loop, per hvp_mode;
   * the default mode as a solve takes its products: inside `risk.reusing()`, where the first product records the
     chunks' graphs (while they fit `graph_cache`) and later ones start from them;
@@ -16,12 +17,13 @@ Usage:  .venv/bin/python benchmarks/hvp.py [--n 128] [--reps 5] [--threads 1] [-
 Needs `curvlinops-for-pytorch` for the curvlinops row (skipped with a note when missing).
 Times are quoted both as process CPU time (robust on a shared machine) and wall-clock time.
 """
-import argparse, json, os, resource, statistics, subprocess, sys, time
+import argparse, contextlib, json, os, resource, statistics, subprocess, sys, time
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 from setsens.risk import Risk
+import setsens.risk as _sr
 from setsens.core import AffineBatchNorm
 
 
@@ -78,6 +80,21 @@ def _local_load(n, device, dtype):
 EvalBatchNormAsAffine = AffineBatchNorm   # the ablation's mode is the library's (setsens.core), applied to every evaluation
 
 
+@contextlib.contextmanager
+def pytorch_double_backward():
+    "Ablation: products recorded without `FastSecondOrder` (PyTorch's own double backward of convolutions and BatchNorm, as before it)."
+    saved = _sr.FastSecondOrder; _sr.FastSecondOrder = contextlib.nullcontext
+    try: yield
+    finally: _sr.FastSecondOrder = saved
+
+
+def _pt(f):
+    "f, run under `pytorch_double_backward()`."
+    def g():
+        with pytorch_double_backward(): return f()
+    return g
+
+
 class AffineBNRisk(Risk):
     "Ablation: a Risk whose model runs under EvalBatchNormAsAffine (cheaper-looking second derivatives of BatchNorm)."
     def _fsum(self, w, Xc, Yc):
@@ -99,7 +116,7 @@ def timing(args):
               f"(load average {os.getloadavg()[0]:.1f}); CPU-time medians are the robust numbers")
     risks = {(m, a): (AffineBNRisk if a else Risk)(model, 'cross_entropy', X, Y, hvp_mode=m)
              for m in Risk.MODES for a in (False, True) if not (args.lean and (a or m == 'fwd_rev'))}
-    _bn = lambda m, a: 'BatchNorm as x*s + t (ablation)' if a else 'default'
+    _bn = lambda m, a: 'BatchNorm as x*s + t, not folded (ablation)' if a else 'default'
 
     r0 = Risk(model, 'cross_entropy', X, Y)
     print(f"# p = {r0.p} parameters")
@@ -126,6 +143,15 @@ def timing(args):
     notes[solve_row] = (f"{len(rs._cache)} of {nchunks} chunk graphs kept, counted {(room0 - rs._room)/2**20:.0f} MiB"
                         if rs._room else f"{len(rs._cache)} of {nchunks} chunk graphs kept (the next did not fit)")
     contenders[solve_row] = lambda: rs.hvp(v)
+    # issue 17's FastSecondOrder, ablated: the same products with PyTorch's own double backward (as before the change)
+    pt_one, pt_solve = (f"HVP rev_rev, {w}, PyTorch's double backward (ablation: no FastSecondOrder)" for w in ('one call', 'in a solve'))
+    contenders[pt_one] = _pt(lambda: r0.hvp(v))
+    rs_pt = Risk(model, 'cross_entropy', X, Y, batch_size=args.solve_bs)
+    reuse_pt = rs_pt.reusing(); reuse_pt.__enter__()
+    c0, t0 = time.process_time(), time.perf_counter(); _pt(lambda: rs_pt.hvp(v))(); _sync(device)
+    setup[pt_solve] = (time.process_time() - c0, time.perf_counter() - t0)
+    notes[pt_solve] = f"{len(rs_pt._cache)} of {nchunks} chunk graphs kept, counted {(room0 - rs_pt._room)/2**20:.0f} MiB"
+    contenders[pt_solve] = lambda: rs_pt.hvp(v)
     # the mixed products (issue 17: ≤ 1.5× an HVP), default mode: J ΔX with every row perturbed, and Jᵀ u
     dX, u = torch.randn(X.shape, generator=g).to(device), torch.randn(r0.p, generator=g).to(device)
     mixed = {'J ΔX (Risk.jx, every row perturbed)': lambda: r0.jx(dX), 'Jᵀ u (Risk.jxT)': lambda: r0.jxT(u)}
@@ -170,7 +196,8 @@ def timing(args):
     gc, gw = mc['gradient (Risk.grad)'], mw['gradient (Risk.grad)']
     cl = 'curvlinops HessianLinearOperator @ v'
     print(f"\n{args.reps} interleaved repetitions, medians. Ratios: to one gradient (Risk.grad) and to curvlinops' matvec. "
-          f"Ablation rows run the model with eval-mode BatchNorm written as x*s + t instead of PyTorch's fused kernel.\n")
+          f"Ablation rows: 'not folded' runs the model with eval-mode BatchNorm written as x*s + t (inside FastSecondOrder, so not folded "
+          f"into the convolution); 'no FastSecondOrder' records the gradient graph as PyTorch's own kernels give it (before issue 17's change).\n")
     print("| contender | CPU s | wall s | CPU / gradient | wall / gradient | CPU / curvlinops | wall / curvlinops | note |")
     print("|---|---|---|---|---|---|---|---|")
     hv = f"HVP rev_rev, {_bn('rev_rev', False)}"

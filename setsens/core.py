@@ -299,17 +299,28 @@ _BN_ARGS = inspect.signature(F.batch_norm)
 
 class AffineBatchNorm(TorchFunctionMode):
     "Within `with AffineBatchNorm():`, eval-mode `F.batch_norm` (running statistics) runs as x·s + t: the same function, with cheaper second derivatives."
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is not F.batch_norm: return func(*args, **kwargs)
+    @staticmethod
+    def scale_shift(args, kwargs) -> tuple|None:
+        "(x, s, t) of an eval-mode `F.batch_norm(*args, **kwargs)` call, y = x·s + t per channel; None in training mode or without running statistics."
         a = _BN_ARGS.bind(*args, **kwargs); a.apply_defaults(); a = a.arguments
-        if a['training'] or a['running_mean'] is None or a['running_var'] is None: return func(*args, **kwargs)
-        x, s = a['input'], torch.rsqrt(a['running_var'] + a['eps'])
+        if a['training'] or a['running_mean'] is None or a['running_var'] is None: return None
+        s = torch.rsqrt(a['running_var'] + a['eps'])
         if a['weight'] is not None: s = s*a['weight']
         t = -a['running_mean']*s
         if a['bias'] is not None: t = t + a['bias']
+        return a['input'], s, t
+
+    @staticmethod
+    def affine(x, s, t): # x (N, C, ...) and the per-channel s, t (C,)
+        "x·s + t with s and t broadcast along x's channel axis (axis 1)."
         shape = (1, -1) + (1,)*(x.ndim - 2)
         return torch.addcmul(t.view(shape), x, s.view(shape))
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is not F.batch_norm: return func(*args, **kwargs)
+        parts = self.scale_shift(args, kwargs)
+        return func(*args, **kwargs) if parts is None else self.affine(*parts)
 
 # %% ../nbs/00_core.ipynb #e3e02c7d
 import contextlib, tempfile

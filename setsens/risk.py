@@ -16,7 +16,8 @@ from torch.utils.data.distributed import DistributedSampler
 from torch.func import functional_call, jvp, vjp, vmap, grad as fgrad, grad_and_value
 from torch.autograd.function import once_differentiable
 from fastcore.basics import patch, patch_to
-from .core import check_is_tensor, check_size, check_tensor, check_same, check_positive, check_idx, doc_params, BytesCreated, AffineBatchNorm
+from .core import check_is_tensor, check_size, check_tensor, check_same, check_positive, check_idx, doc_params, BytesCreated
+from .second_order import FastSecondOrder
 from .losses import (LOSSES, mse, resolve_loss, REDUCTIONS, check_reduction, stated_reduction, target_rule,
                              bad_labels, as_labels, class_loss, elementwise_sum, target_count)
 from .risk_data import RiskData
@@ -275,12 +276,12 @@ def _tr(out, batched):
 
 _room_for = lambda b, d: b if b is not None else (torch.cuda.mem_get_info(d)[0]/4 if d.type == 'cuda' else 2.**31)   # None: 2 GiB; CUDA: ¼ of what is free
 def _recorded(self: Risk, g, w, key):
-    "A chunk's `vjp` closure and loss value, kept for \"rev_rev_cached\", or inside `reusing()` while it fits the room left; a graph to keep records eval-mode BatchNorm as x·s + t (`AffineBatchNorm`: cheaper to replay)."
-    if not (self.hvp_mode == 'rev_rev_cached' or (self._reuse and self._room > 0)): return vjp(g, w, has_aux=True)[1:]
-    with BytesCreated() as made, AffineBatchNorm(): hit = vjp(g, w, has_aux=True)[1:]
-    if self.hvp_mode == 'rev_rev_cached': self._cache[key] = hit
-    elif (b := made.kept()) <= self._room: self._cache[key], self._room = hit, self._room - b
-    else: self._room = 0   # this chunk and the later ones are recorded per product: memory ≤ graph_cache + one chunk's graph
+    "A chunk's `vjp` closure and loss value, recorded under `FastSecondOrder` (cheaper to differentiate again); kept for \"rev_rev_cached\", or inside `reusing()` while it fits the room left."
+    cached, counted = self.hvp_mode == 'rev_rev_cached', bool(self._reuse and self._room > 0)
+    with (BytesCreated() if counted and not cached else contextlib.nullcontext()) as made, FastSecondOrder(): hit = vjp(g, w, has_aux=True)[1:]
+    if cached: self._cache[key] = hit
+    elif counted and (b := made.kept()) <= self._room: self._cache[key], self._room = hit, self._room - b
+    elif counted: self._room = 0   # this chunk and the later ones are recorded per product: memory ≤ graph_cache + one chunk's graph
     return hit
 
 def _hvp_chunk(self: Risk, w, V, Xc, Yc, key):
@@ -332,7 +333,7 @@ def _jx_chunk(self: Risk, w, dXc, Xc, Yc, batched):
     if self.hvp_mode == 'fwd_rev':
         g = lambda X_: grad_and_value(self._fsum)(w, X_, Yc)
         return _fwd_ad(self._cols_aux, lambda d: jvp(g, (Xc,), (d,), has_aux=True)[1:], dXc, batched, -1, 0)
-    _, fn, val = vjp(lambda w_: grad_and_value(self._fsum, argnums=1)(w_, Xc, Yc), w, has_aux=True)
+    with FastSecondOrder(): _, fn, val = vjp(lambda w_: grad_and_value(self._fsum, argnums=1)(w_, Xc, Yc), w, has_aux=True)
     return self._cols(lambda d: fn(d)[0], dXc, batched, -1, 0), val
 
 def _sum_parts(parts):
@@ -376,7 +377,7 @@ def _jxT_chunk(self: Risk, w, U, Xc, Yc, batched):
     if self.hvp_mode == 'fwd_rev':
         h = lambda w_: grad_and_value(self._fsum, argnums=1)(w_, Xc, Yc)
         return _fwd_ad(self._cols_aux, lambda u: jvp(h, (w,), (u,), has_aux=True)[1:], U, batched, 0, -1)
-    _, fn, val = vjp(lambda X_: grad_and_value(self._fsum)(w, X_, Yc), Xc, has_aux=True)
+    with FastSecondOrder(): _, fn, val = vjp(lambda X_: grad_and_value(self._fsum)(w, X_, Yc), Xc, has_aux=True)
     return self._cols(lambda u: fn(u)[0], U, batched, 0, -1), val
 
 @patch
@@ -390,10 +391,9 @@ def jxT(self: Risk, U: torch.Tensor, # (p,) or (p, k)
     parts = [_jxT_chunk(self, self._w, Ut, Xc, Yc, U.ndim == 2) for _, Xc, Yc in self._chunks()]
     return self._finite(torch.cat([o for o, _ in parts])*self._scale, [v for _, v in parts], 'jxT(U)')
 
-# %% ../nbs/07_risk.ipynb #45f31df3
+# %% ../nbs/07_risk.ipynb #64d7eeb5
 _check_idx = check_idx   # its name before issue 14, when it lived here (now `setsens.core.check_idx`)
 
-# %% ../nbs/07_risk.ipynb #64d7eeb5
 def _jx_rows(self: Risk, dX, idx):
     "J ΔX for ΔX given on the rows idx only."
     K = _check_idx(idx, self.n, allow_empty=True)

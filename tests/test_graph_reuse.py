@@ -176,8 +176,8 @@ def test_a_streamed_loader_and_a_function_risk_reuse_too(records):
     assert records[0] == 1 and all(torch.equal(h[0], x) for x in h) and torch.equal(h[0], f.hvp(v))
 
 
-def test_a_kept_graph_records_eval_batchnorm_as_an_affine_map(monkeypatch):
-    "Inside a solve, a graph that is kept is recorded with eval-mode BatchNorm as x·s + t (`AffineBatchNorm`, cheaper to\n    replay); single products keep PyTorch's fused kernel. Both are the exact Hessian: equal to the dense one, and to\n    each other to rounding (not bit for bit, as products of BatchNorm-free models are)."
+def test_products_are_recorded_under_fast_second_order(monkeypatch):
+    "Every reverse-over-reverse product (HVP, J ΔX, Jᵀ U) records its gradient graph under `FastSecondOrder`\n    (convolutions differentiated twice through the native kernels, the eval-mode BatchNorm after a convolution folded\n    into it): inside a solve once per chunk, outside once per product. All are the exact derivatives: equal to dense\n    ones (torch.func.hessian / jacrev without the mode), and to each other to rounding."
     import torch.nn.functional as F
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -188,20 +188,25 @@ def test_a_kept_graph_records_eval_batchnorm_as_an_affine_map(monkeypatch):
     g = torch.Generator().manual_seed(2)
     X, Y = torch.randn(16, 2, 4, 4, generator=g, dtype=torch.float64), torch.randint(0, 3, (16,), generator=g)
     r = Risk(model, 'cross_entropy', X, Y, batch_size=8)                      # 2 chunks, one BatchNorm each
-    calls = [0]
-    class Counting(sr.AffineBatchNorm):
+    calls = {'bn': 0, 'folded': 0}
+    class Counting(sr.FastSecondOrder):
         def __torch_function__(self, func, types, args=(), kwargs=None):
-            calls[0] += func is F.batch_norm
-            return super().__torch_function__(func, types, args, kwargs)
-    monkeypatch.setattr(sr, 'AffineBatchNorm', Counting)
-    loss = lambda w: F.cross_entropy(torch.func.functional_call(model, r.unflatten(w), (X,)), Y)
-    H = torch.func.hessian(loss)(r.w)                                          # the fused kernel, dense
+            out = super().__torch_function__(func, types, args, kwargs)
+            if func is F.batch_norm: calls['bn'] += 1; calls['folded'] += 'Conv' in type(out.grad_fn.next_functions[0][0]).__name__
+            return out
+    monkeypatch.setattr(sr, 'FastSecondOrder', Counting)
+    loss = lambda w, X_: F.cross_entropy(torch.func.functional_call(model, r.unflatten(w), (X_,)), Y)
+    H = torch.func.hessian(loss)(r.w, X)                                       # PyTorch's kernels, dense
     V = torch.randn(r.p, 2, generator=g, dtype=torch.float64)
     h_out = r.hvp(V)
-    assert calls[0] == 0                                                       # single products: PyTorch's kernel
+    assert calls == {'bn': 2, 'folded': 2}                                     # a single product: each chunk recorded, folded
     with r.reusing():
         h_in, h_in2 = r.hvp(V), r.hvp(V)
-    assert calls[0] == 2                                                       # each chunk recorded once, affine
+    assert calls == {'bn': 4, 'folded': 4}                                     # inside a solve: each chunk recorded once
     rel = lambda a, b: float((a - b).norm()/b.norm())
     assert rel(h_out, H @ V) < 1e-12 and rel(h_in, H @ V) < 1e-12 and rel(h_in, h_out) < 1e-13
     assert torch.equal(h_in, h_in2)
+    Jd = torch.func.jacrev(lambda X_: torch.func.grad(loss)(r.w, X_))(X).reshape(r.p, -1)   # dense J = ∂²R/∂w∂X
+    dX, U = torch.randn(X.shape, generator=g, dtype=torch.float64), torch.randn(r.p, generator=g, dtype=torch.float64)
+    assert rel(r.jx(dX), Jd @ dX.reshape(-1)) < 1e-12 and rel(r.jxT(U).reshape(-1), Jd.T @ U) < 1e-12
+    assert calls['bn'] == 8                                                    # jx and jxT: each chunk recorded under the mode

@@ -57,11 +57,12 @@ def _setsens_imports(mod):
 
 
 def test_imports_ascend_with_the_notebook_numbers():
-    "risk_data (05) and risk_checks (06) import only core, losses (00–04); risk (07) imports both; none imports a higher one."
+    "risk_data (05), risk_checks (06) and second_order (06a) import only core, losses (00–04); risk (07) imports them; none imports a higher one."
     low = {'core', 'data', 'sets', 'linalg', 'losses'}
     assert _setsens_imports('risk_data') <= low
     assert _setsens_imports('risk_checks') <= low
-    assert _setsens_imports('risk') <= low | {'risk_data', 'risk_checks'}
+    assert _setsens_imports('second_order') <= low   # 06a
+    assert _setsens_imports('risk') <= low | {'risk_data', 'risk_checks', 'second_order'}
     assert {'risk_data', 'risk_checks'} <= _setsens_imports('risk')
 
 

@@ -7,8 +7,10 @@
 Sections, each measured side by side in one process (contenders interleaved, medians of repetitions):
 
 1. **HVP / gradient**, the real pretrained ResNet-56 on 128 and 1,024 real CIFAR-10 images (float32): one gradient
-   (`Risk.grad` and plain autograd), one HVP per `Risk.hvp_mode`, plain torch double backward, and curvlinops'
-   `HessianLinearOperator` when installed; time, ratio to one gradient, peak device memory above the loaded model.
+   (`Risk.grad` and plain autograd), one HVP per `Risk.hvp_mode`, plain torch double backward, curvlinops'
+   `HessianLinearOperator` when installed, and the default one call and in a solve without `FastSecondOrder`
+   (PyTorch's own double backward; chapter 06a: does the mode pay on this device?); time, ratio to one gradient, peak
+   device memory above the loaded model.
 2. **k right-hand sides**: `Risk(vectorize=True)` (vmap over the k columns) against a loop, per mode, per column.
 3. **Table 1 at the paper's size**: 1,000 images, |K| = 1 and 10 perturbed along their input gradients to the paper's
    perturbed losses (0.0041, 0.0045), one batched MINRES solve (100 iterations): iterations, status, relative residual,
@@ -26,7 +28,7 @@ Sections, each measured side by side in one process (contenders interleaved, med
 Every section checks its own numbers (finite, the solver's residual reported, HVP modes agreeing to float32 rounding)
 and a failed section is a row saying why, not a crash; the exit status is non-zero if any section failed.
 """
-import argparse, os, platform, re, statistics, subprocess, sys, time, traceback
+import argparse, contextlib, os, platform, re, statistics, subprocess, sys, time, traceback
 from pathlib import Path
 
 import torch
@@ -34,6 +36,7 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import setsens.risk as _sr                                                                     # noqa: E402
 from setsens.risk import Risk                                                                 # noqa: E402
 
 
@@ -83,6 +86,13 @@ def load(n, dev):
     return model, X, Y
 
 
+def _pytorch_double_backward(f):
+    "f() with the risk's products recorded without `FastSecondOrder` (as before issue 17's change): the ablation."
+    saved = _sr.FastSecondOrder; _sr.FastSecondOrder = contextlib.nullcontext
+    try: return f()
+    finally: _sr.FastSecondOrder = saved
+
+
 # ------------------------------------------------------------------------------------------------------- sections
 def hvp_section(S, dev, md):
     md.append("## 1. One HVP in units of one gradient (ResNet-56, real CIFAR-10, float32)\n")
@@ -113,6 +123,13 @@ def hvp_section(S, dev, md):
         reuse = rs.reusing(); reuse.__enter__(); rs.hvp(v)
         solve = f'HVP rev_rev in a solve (risk.reusing(); {len(rs._cache)} of {-(-n//(bs or n))} chunk graphs kept)'
         C[solve] = lambda: rs.hvp(v)
+        # ablation: the products recorded without FastSecondOrder (PyTorch's own double backward of convolutions and
+        # BatchNorm; chapter 06a): does the mode pay on this device too?
+        pt_one, pt_solve = 'HVP rev_rev, no FastSecondOrder (ablation)', 'HVP rev_rev in a solve, no FastSecondOrder (ablation)'
+        C[pt_one] = lambda: _pytorch_double_backward(lambda: r0.hvp(v))
+        rs_pt = Risk(model, 'cross_entropy', X, Y, batch_size=bs)
+        reuse_pt = rs_pt.reusing(); reuse_pt.__enter__(); _pytorch_double_backward(lambda: rs_pt.hvp(v))
+        C[pt_solve] = lambda: rs_pt.hvp(v)
         # the oracle: the same HVP in float64 (float32 HVPs at a minimum lose digits to cancellation: each
         # contender's error against it is reported, and none may be far worse than the default mode's)
         m64 = load_pretrained_like(model, torch.float64)
@@ -121,6 +138,7 @@ def hvp_section(S, dev, md):
         checks = {f'HVP {m}': err(r.hvp(v)) for m, r in risks.items()}
         checks['HVP plain double backward (unchunked)'] = err(torch.cat([t.reshape(-1) for t in plain_hvp()]))
         checks[solve] = err(rs.hvp(v))
+        checks[pt_one], checks[pt_solve] = err(C[pt_one]()), err(rs_pt.hvp(v))
         del m64
         try:
             from curvlinops import HessianLinearOperator
@@ -140,8 +158,8 @@ def hvp_section(S, dev, md):
             note = f"rel. error vs float64 {checks[k]:.1e}" if k in checks else ''
             mem = f"{pk:.0f}" if pk == pk else '–'             # no device allocator statistics on CPU
             md.append(f"| {n}{'' if bs is None else f' (chunks of {bs})'} | {k} | {t:.4f} | {t/g:.2f} | {mem} | {note} |")
-        reuse.__exit__(None, None, None)
-        del risks, C, rs
+        reuse.__exit__(None, None, None); reuse_pt.__exit__(None, None, None)
+        del risks, C, rs, rs_pt
     md.append("")
 
 

@@ -23,6 +23,9 @@ def test_gpu_suite_dry_run(tmp_path):
             ratio = float(l.split('|')[4])
             assert 0 < ratio < 100
             assert re.search(r'rel\. error vs float64 \d', l)
+    # section 1: the ablation without FastSecondOrder (chapter 06a), one call and in a solve, checked against the oracle
+    rows = [l for l in md.splitlines() if l.startswith('| ') and 'no FastSecondOrder (ablation)' in l]
+    assert len(rows) == 4 and all(re.search(r'rel\. error vs float64 \d', l) for l in rows), rows
     # section 3: both rows with a residual and finite losses
     t1 = md.split('## 3.')[1].split('## 4.')[0]
     assert len([l for l in t1.splitlines() if re.match(r'\| [12] \|', l)]) == 2

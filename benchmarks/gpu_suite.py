@@ -28,7 +28,7 @@ Sections, each measured side by side in one process (contenders interleaved, med
 Every section checks its own numbers (finite, the solver's residual reported, HVP modes agreeing to float32 rounding)
 and a failed section is a row saying why, not a crash; the exit status is non-zero if any section failed.
 """
-import argparse, contextlib, os, platform, re, statistics, subprocess, sys, time, traceback
+import argparse, os, platform, re, statistics, subprocess, sys, time, traceback
 from pathlib import Path
 
 import torch
@@ -36,7 +36,8 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import setsens.risk as _sr                                                                     # noqa: E402
+sys.path.insert(0, str(ROOT/'benchmarks'))
+from hvp import pytorch_double_backward                                                       # noqa: E402  (the ablation's switch)
 from setsens.risk import Risk                                                                 # noqa: E402
 
 
@@ -86,13 +87,6 @@ def load(n, dev):
     return model, X, Y
 
 
-def _pytorch_double_backward(f):
-    "f() with the risk's products recorded without `FastSecondOrder` (as before issue 17's change): the ablation."
-    saved = _sr.FastSecondOrder; _sr.FastSecondOrder = contextlib.nullcontext
-    try: return f()
-    finally: _sr.FastSecondOrder = saved
-
-
 # ------------------------------------------------------------------------------------------------------- sections
 def hvp_section(S, dev, md):
     md.append("## 1. One HVP in units of one gradient (ResNet-56, real CIFAR-10, float32)\n")
@@ -126,9 +120,12 @@ def hvp_section(S, dev, md):
         # ablation: the products recorded without FastSecondOrder (PyTorch's own double backward of convolutions and
         # BatchNorm; chapter 06a): does the mode pay on this device too?
         pt_one, pt_solve = 'HVP rev_rev, no FastSecondOrder (ablation)', 'HVP rev_rev in a solve, no FastSecondOrder (ablation)'
-        C[pt_one] = lambda: _pytorch_double_backward(lambda: r0.hvp(v))
+        def pt_one_hvp():
+            with pytorch_double_backward(): return r0.hvp(v)
+        C[pt_one] = pt_one_hvp
         rs_pt = Risk(model, 'cross_entropy', X, Y, batch_size=bs)
-        reuse_pt = rs_pt.reusing(); reuse_pt.__enter__(); _pytorch_double_backward(lambda: rs_pt.hvp(v))
+        reuse_pt = rs_pt.reusing(); reuse_pt.__enter__()
+        with pytorch_double_backward(): rs_pt.hvp(v)          # records the kept graphs without the mode
         C[pt_solve] = lambda: rs_pt.hvp(v)
         # the oracle: the same HVP in float64 (float32 HVPs at a minimum lose digits to cancellation: each
         # contender's error against it is reported, and none may be far worse than the default mode's)

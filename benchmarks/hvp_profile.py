@@ -18,21 +18,11 @@ from torch.profiler import profile, ProfilerActivity
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import setsens.risk as _sr
 from setsens.risk import Risk
-from hvp import load
+from hvp import load, pytorch_double_backward
 
 CONV_OPS = ('aten::mkldnn_convolution', 'aten::convolution_backward', 'aten::_convolution', 'aten::slow_conv2d_forward',
             'aten::cudnn_convolution', 'aten::thnn_conv2d')
-
-
-@contextlib.contextmanager
-def variant(fast):
-    "The library's recording (fast=True) or the ablation without FastSecondOrder."
-    saved = _sr.FastSecondOrder
-    if not fast: _sr.FastSecondOrder = contextlib.nullcontext
-    try: yield
-    finally: _sr.FastSecondOrder = saved
 
 
 def main(argv=None):
@@ -51,7 +41,7 @@ def main(argv=None):
     for name, fast in [('without FastSecondOrder (PyTorch double backward)', False), ('FastSecondOrder (the default)', True)]:
         r = Risk(model, 'cross_entropy', X, Y, batch_size=a.batch_size)
         with r.reusing():
-            with variant(fast): r.hvp(v)                         # records (and keeps) the chunks' graphs
+            with (contextlib.nullcontext() if fast else pytorch_double_backward()): r.hvp(v)   # records (and keeps) the chunks' graphs
             r.hvp(v)                                             # warm-up of the replay
             with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
                 for _ in range(a.reps): r.hvp(v)
